@@ -1,0 +1,200 @@
+"""Shared code for the ELPV Siamese pipeline: paths, split, preprocessing, SOART3, encoder.
+
+The preprocessing contract implemented here is the one the Rust daemon
+re-implements (see models/README.md, "Preprocessing contract").
+"""
+import csv
+import hashlib
+import os
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DATA_DIR = os.path.join(ROOT, "data", "elpv")
+SPLIT_CSV = os.path.join(HERE, "elpv-split.csv")
+CKPT_PATH = os.path.join(HERE, ".cache", "encoder.pt")
+ONNX_PATH = os.path.join(HERE, "elpv-siamese.onnx")
+REFS_PATH = os.path.join(HERE, "elpv-references.safetensors")
+REPORT_DIR = os.path.join(HERE, "report")
+
+INPUT_H = 150
+INPUT_W = 150
+CHANNELS = 1
+PIXEL_SCALE = 0.00392156862745098  # 1/255
+EMBEDDING_DIM = 64
+MODEL_NAME = "elpv-siamese"
+MODEL_VERSION = "1.0.0"
+SOART3_EPS = 0.0001
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_split(path=SPLIT_CSV):
+    """Rows of the split CSV, sorted by file name (the CSV is already sorted)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return sorted(rows, key=lambda r: r["file"])
+
+
+# ----------------------------------------------------------------------------
+# Preprocessing contract
+# ----------------------------------------------------------------------------
+
+def _box_weights(n_in, n_out):
+    """Area (box) resampling weights, shape (n_out, n_in): output pixel i covers
+    source interval [i*n_in/n_out, (i+1)*n_in/n_out); each source pixel is weighted
+    by its overlap with that interval, divided by the interval length."""
+    w = np.zeros((n_out, n_in), dtype=np.float64)
+    scale = n_in / n_out
+    for i in range(n_out):
+        lo, hi = i * scale, (i + 1) * scale
+        for j in range(int(np.floor(lo)), min(n_in, int(np.ceil(hi)))):
+            ov = min(hi, j + 1) - max(lo, j)
+            if ov > 0:
+                w[i, j] = ov / scale
+    return w
+
+
+def box_resize(a, out_h=INPUT_H, out_w=INPUT_W):
+    """Area-weighted box resize of a float32 (H, W) array.
+
+    Computed in float64 and rounded once to float32.  For integer factors
+    (ELPV: 300 -> 150) it uses the block mean directly; each 2x2 block sum of
+    float32 values is exact in float64 and /4 is exact, so the result is the
+    correctly rounded float32 of the exact block mean, independent of
+    summation order."""
+    h, w = a.shape
+    if h == out_h and w == out_w:
+        return a.astype(np.float32, copy=True)
+    a64 = a.astype(np.float64)
+    if h % out_h == 0 and w % out_w == 0:
+        fy, fx = h // out_h, w // out_w
+        out = a64.reshape(out_h, fy, out_w, fx).sum(axis=(1, 3)) / float(fy * fx)
+    else:
+        out = _box_weights(h, out_h) @ a64 @ _box_weights(w, out_w).T
+    return out.astype(np.float32)
+
+
+def load_scaled(path):
+    """decode -> 8-bit gray -> float32 * pixel_scale -> box resize; (H, W) float32 in [0, 1]."""
+    from PIL import Image
+    with Image.open(path) as im:
+        g = np.asarray(im.convert("L"), dtype=np.uint8)
+    a = g.astype(np.float32) * np.float32(PIXEL_SCALE)
+    return box_resize(a)
+
+
+def normalize(a, mean, std):
+    """(a - mean) / std in float32, shape (1, H, W)."""
+    a = (a.astype(np.float32) - np.float32(mean)) / np.float32(std)
+    return a[None, :, :].astype(np.float32)
+
+
+def preprocess(path, mean, std):
+    return normalize(load_scaled(path), mean, std)
+
+
+def image_path(name):
+    return os.path.join(DATA_DIR, "images", name)
+
+
+def load_scaled_many(names):
+    return np.stack([load_scaled(image_path(n)) for n in names]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------
+# SOART3 (float64, exact formula; the daemon's metric)
+# ----------------------------------------------------------------------------
+
+def pnorm(r, p, axis=-1):
+    """(sum |r_i|^p)^(1/p), as scipy.spatial.distance.minkowski(r, 0, p)."""
+    return np.power(np.sum(np.power(np.abs(r), p), axis=axis), 1.0 / p)
+
+
+def soart3(x, y, eta_p=2, gamma_p=6):
+    """x: reference (D,), y: frame (D,) -> (beta, eta, gamma) in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    beta = (np.dot(x, y) + SOART3_EPS) / (np.dot(x, x) + SOART3_EPS)
+    r = y - beta * x
+    eta = np.log(1.0 + pnorm(r, eta_p))
+    gamma = eta - np.log(1.0 + pnorm(r, gamma_p))
+    return float(beta), float(eta), float(gamma)
+
+
+def soart3_matrix(Y, X, eta_p=2, gamma_p=6, chunk=64):
+    """All-pairs SOART3 for frames Y (N, D) vs references X (R, D).
+    Returns (eta, gamma), each (N, R) float64."""
+    Y = np.asarray(Y, dtype=np.float64)
+    X = np.asarray(X, dtype=np.float64)
+    xx = np.einsum("rd,rd->r", X, X)
+    eta = np.empty((len(Y), len(X)))
+    gamma = np.empty((len(Y), len(X)))
+    for s in range(0, len(Y), chunk):
+        y = Y[s:s + chunk]
+        beta = (y @ X.T + SOART3_EPS) / (xx[None, :] + SOART3_EPS)  # (n, R)
+        r = y[:, None, :] - beta[:, :, None] * X[None, :, :]          # (n, R, D)
+        e = np.log(1.0 + pnorm(r, eta_p))
+        eta[s:s + chunk] = e
+        gamma[s:s + chunk] = e - np.log(1.0 + pnorm(r, gamma_p))
+    return eta, gamma
+
+
+def knn_score(S, k):
+    """S: (N, R) per-reference scores -> (score (N,), nearest (N,)).
+    score = mean of the k smallest; nearest = argmin (first on ties)."""
+    nearest = np.argmin(S, axis=1)
+    if k == 1:
+        score = S[np.arange(len(S)), nearest]
+    else:
+        part = np.sort(S, axis=1)[:, :k]
+        score = part.mean(axis=1)
+    return score, nearest
+
+
+# ----------------------------------------------------------------------------
+# Encoder (PyTorch)
+# ----------------------------------------------------------------------------
+
+def build_encoder(embedding_dim=EMBEDDING_DIM):
+    import torch
+    from torch import nn
+
+    def block(cin, cout, stride, k=3):
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+    class Encoder(nn.Module):
+        """Small VGG-style CNN, 1x150x150 -> embedding_dim, L2-normalised output."""
+
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                block(1, 16, 2, k=5),    # 75
+                block(16, 32, 2),        # 38
+                block(32, 32, 1),
+                block(32, 64, 2),        # 19
+                block(64, 64, 1),
+                block(64, 96, 2),        # 10
+                block(96, 96, 1),
+            )
+            self.head = nn.Linear(2 * 96, embedding_dim)
+
+        def forward(self, x):
+            f = self.features(x)
+            pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
+            z = self.head(pooled)
+            # Norm constraint against scale collapse: every embedding has unit L2 norm.
+            return z / torch.sqrt((z * z).sum(dim=1, keepdim=True) + 1e-12)
+
+    return Encoder()

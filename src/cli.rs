@@ -1,0 +1,75 @@
+//! Command-line definitions only (clap). Dispatch lives in `main.rs`, the work in `commands`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "inspectord", version, about = "Edge inference daemon for visual inspection: camera → ONNX encoder → SOART3 → pass/fail verdicts on a Unix socket")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info`, `inspectord=debug`); ONNX Runtime logs under `ort`.
+    #[arg(long, global = true, env = "INSPECTORD_LOG", default_value = "info,ort=warn")]
+    pub log: String,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: verdicts go to the configured Unix socket.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Test mode: run the same pipeline on recorded images, print verdicts as JSON Lines on
+    /// stdout (and on the socket, if configured) and a summary on stderr.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Replay this directory (or list file) instead of the configured source.
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// CSV with `file` and `label` columns (and optionally `type`): prints the confusion
+        /// matrix, accuracy, precision and recall.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Hold the replay until this many socket clients are connected.
+        #[arg(long, default_value_t = 0)]
+        wait_clients: usize,
+    },
+    /// Validate the config, load the model and the references, and report every problem.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Embed images of good parts and write a reference set with a proposed threshold.
+    Enroll {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Directory (or list file) of images of good parts.
+        #[arg(long)]
+        images: PathBuf,
+        /// Reference file to write (safetensors).
+        #[arg(long)]
+        out: PathBuf,
+        /// Target false-reject rate for the proposed threshold (leave-one-out quantile).
+        #[arg(long, default_value_t = 0.01, value_parser = parse_rate)]
+        false_reject_rate: f64,
+    },
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..1.0).contains(&r) => Ok(r),
+        _ => Err(format!("must be a number in [0, 1), got {s:?}")),
+    }
+}

@@ -1,0 +1,246 @@
+//! One function per mode of the command line; errors are `anyhow` with context.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::{Config, SourceConfig};
+use crate::encoder::Model;
+use crate::inspect::{Inspector, Scorer};
+use crate::onnxruntime::{self, Runtime};
+use crate::pipeline::{self, Pipeline};
+use crate::preprocess::Preprocessor;
+use crate::references::{ReferenceMeta, ReferenceSet};
+use crate::report::{Labels, Summary};
+use crate::score::{self, Embeddings, ScoreKind, Scoring};
+use crate::socket::{self, SocketServer, SocketSettings};
+use crate::soart3::Orders;
+use crate::source::replay::{self, ReplaySource};
+use crate::source::{FrameSource, Payload};
+use crate::stop::StopSignal;
+use crate::wire;
+
+/// The config with its model loaded.
+struct Loaded {
+    config: Config,
+    runtime: &'static Runtime,
+    model: Model,
+}
+
+fn load_model(config_path: &Path) -> Result<Loaded> {
+    let config = Config::load(config_path)?;
+    let runtime = onnxruntime::init(config.runtime.onnxruntime.as_deref())?;
+    let model = Model::load(runtime, &config.model.path)?;
+    tracing::info!(
+        path = %model.path.display(),
+        sha256 = %model.sha256,
+        name = %model.contract.name,
+        version = %model.contract.version,
+        input = ?(model.contract.channels, model.contract.height, model.contract.width),
+        embedding_dim = model.contract.embedding_dim,
+        "model loaded"
+    );
+    Ok(Loaded { config, runtime, model })
+}
+
+fn load_scorer(l: &Loaded) -> Result<Scorer> {
+    let set = ReferenceSet::load(&l.config.references.path, &l.model.sha256, &l.model.path, l.model.contract.embedding_dim)?;
+    let scorer = Scorer::new(set, &l.config.scoring);
+    tracing::info!(
+        path = %scorer.set.path.display(),
+        id = %scorer.id,
+        count = scorer.set.embeddings.len(),
+        score = scorer.scoring.kind.as_str(),
+        k = scorer.scoring.k,
+        eta_p = scorer.scoring.orders.eta_p,
+        gamma_p = scorer.scoring.orders.gamma_p,
+        threshold = scorer.scoring.threshold,
+        "references loaded"
+    );
+    Ok(scorer)
+}
+
+fn inspectors(l: &Loaded, n: usize) -> Result<Vec<Inspector>> {
+    (0..n)
+        .map(|_| {
+            let encoder = l.model.encoder(l.runtime, l.config.runtime.intra_op_threads)?;
+            Ok(Inspector::new(Preprocessor::new(l.model.contract.clone()), encoder))
+        })
+        .collect()
+}
+
+fn source(config: &SourceConfig) -> Result<Box<dyn FrameSource>> {
+    match config {
+        SourceConfig::Replay(r) => Ok(Box::new(ReplaySource::new(r)?)),
+    }
+}
+
+fn socket(l: &Loaded, scorer: &Scorer) -> Result<Option<(SocketServer, socket::Broadcaster)>> {
+    let Some(path) = &l.config.output.socket else { return Ok(None) };
+    let listener = socket::bind(path, l.config.output.socket_mode)?;
+    let hello = wire::line(&wire::Message::Hello(wire::Hello {
+        v: wire::PROTOCOL_VERSION,
+        daemon: format!("inspectord {}", env!("CARGO_PKG_VERSION")),
+        model_sha256: l.model.sha256.clone(),
+        reference_set: scorer.id.to_string(),
+    }));
+    let settings = SocketSettings { client_buffer: l.config.output.client_buffer, max_clients: l.config.output.max_clients };
+    let server = SocketServer::new(listener, Some(path.clone()), hello, settings)?;
+    tracing::info!(path = %path.display(), mode = format!("{:o}", l.config.output.socket_mode), "verdict socket listening");
+    Ok(Some(server))
+}
+
+/// Options of the pipeline modes.
+pub struct RunOptions {
+    pub images: Option<PathBuf>,
+    pub labels: Option<PathBuf>,
+    pub wait_clients: usize,
+    /// Replay (test) mode: verdicts on stdout and a summary at the end.
+    pub replay: bool,
+}
+
+/// `run` and `replay`: the same pipeline, different sinks.
+pub fn run(config_path: &Path, opts: RunOptions) -> Result<Summary> {
+    let started = Instant::now();
+    let mut l = load_model(config_path)?;
+    if let Some(images) = opts.images {
+        let SourceConfig::Replay(r) = &mut l.config.source;
+        r.path = images;
+    }
+    let scorer = load_scorer(&l)?;
+    let labels = opts.labels.as_deref().map(Labels::load).transpose()?;
+    let source = source(&l.config.source)?;
+    let socket = socket(&l, &scorer)?;
+    if opts.wait_clients > 0 && socket.is_none() {
+        bail!("--wait-clients needs a verdict socket: set output.socket in {}", config_path.display());
+    }
+    let inspectors = inspectors(&l, l.config.runtime.workers)?;
+    tracing::info!(
+        workers = l.config.runtime.workers,
+        intra_op_threads = l.config.runtime.intra_op_threads,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "ready"
+    );
+    let summary = pipeline::run(Pipeline {
+        source,
+        inspectors,
+        scorer: pipeline::shared_scorer(scorer),
+        model_sha256: Arc::from(l.model.sha256.as_str()),
+        queue_depth: l.config.runtime.queue_depth,
+        stdout: opts.replay,
+        socket,
+        wait_clients: opts.wait_clients,
+        labels,
+        stop: StopSignal::new(),
+        handle_signals: true,
+    })?;
+    tracing::info!(
+        frames = summary.frames,
+        pass = summary.pass,
+        fail = summary.fail,
+        error = summary.error,
+        elapsed_s = summary.elapsed.as_secs_f64(),
+        "stopped"
+    );
+    Ok(summary)
+}
+
+/// `check`: exactly the config validation, plus loading the model and the references.
+pub fn check(config_path: &Path) -> Result<String> {
+    let l = load_model(config_path)?;
+    let scorer = load_scorer(&l)?;
+    let c = &l.model.contract;
+    let s = &scorer.scoring;
+    Ok(format!(
+        "{}: ok\n  onnxruntime: {} ({})\n  model: {} ({} {}, sha256 {})\n    input {}x{}x{} ({} resize), embedding {}\n  references: {} (id {}, {} embeddings, made by {})\n  scoring: {} k={} eta_p={} gamma_p={} threshold={}",
+        config_path.display(),
+        l.runtime.path.display(),
+        l.runtime.origin,
+        l.model.path.display(),
+        c.name,
+        c.version,
+        l.model.sha256,
+        c.channels,
+        c.height,
+        c.width,
+        crate::contract::ResizeFilter::NAMES
+            .iter()
+            .find(|n| crate::contract::ResizeFilter::parse(n) == Some(c.resize))
+            .unwrap_or(&"?"),
+        c.embedding_dim,
+        scorer.set.path.display(),
+        scorer.id,
+        scorer.set.embeddings.len(),
+        scorer.set.meta.created_by,
+        s.kind.as_str(),
+        s.k,
+        s.orders.eta_p,
+        s.orders.gamma_p,
+        s.threshold,
+    ))
+}
+
+/// `enroll`: embeds good images and writes a reference set with a leave-one-out threshold.
+pub fn enroll(config_path: &Path, images: &Path, out: &Path, false_reject_rate: f64) -> Result<String> {
+    let l = load_model(config_path)?;
+    let SourceConfig::Replay(r) = &l.config.source;
+    let files = replay::list_images(images, &r.extensions)?;
+    if files.len() < 2 {
+        bail!("{} holds {} image(s); enrolling needs at least 2 good images", images.display(), files.len());
+    }
+    let mut inspector = inspectors(&l, 1)?.remove(0);
+    let mut data = Vec::with_capacity(files.len() * l.model.contract.embedding_dim);
+    let mut problems = Vec::new();
+    for f in &files {
+        let embedded = std::fs::read(f)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| Ok(inspector.embed(&Payload::Encoded(bytes))?));
+        match embedded {
+            Ok(e) => data.extend_from_slice(&e),
+            Err(e) => problems.push(format!("  {}: {e}", f.display())),
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{} of {} images could not be embedded; nothing written:\n{}", problems.len(), files.len(), problems.join("\n"));
+    }
+    let embeddings = Embeddings { dim: l.model.contract.embedding_dim, data };
+    let sc = &l.config.scoring;
+    let mut scoring = Scoring {
+        kind: sc.score.unwrap_or(ScoreKind::Eta),
+        k: sc.k.unwrap_or(1),
+        orders: Orders { eta_p: sc.eta_p.unwrap_or(Orders::DEFAULT.eta_p), gamma_p: sc.gamma_p.unwrap_or(Orders::DEFAULT.gamma_p) },
+        threshold: 0.0,
+    };
+    let loo = score::leave_one_out(&embeddings, &scoring);
+    scoring.threshold = score::threshold_for_false_reject_rate(&loo, false_reject_rate)
+        .context("no leave-one-out scores to set a threshold from")?;
+    let meta = ReferenceMeta {
+        model_sha256: l.model.sha256.clone(),
+        threshold: scoring.threshold,
+        kind: scoring.kind,
+        k: scoring.k,
+        orders: scoring.orders,
+        threshold_method: format!(
+            "leave-one-out {} quantile for a false-reject rate of {false_reject_rate} over {} good images",
+            scoring.kind.as_str(),
+            embeddings.len()
+        ),
+        created_by: format!("inspectord enroll {}", env!("CARGO_PKG_VERSION")),
+        created_at: wire::rfc3339_micros(SystemTime::now()),
+        source: images.display().to_string(),
+    };
+    let bytes = ReferenceSet::write(out, &embeddings, &meta)?;
+    let set = ReferenceSet::parse(out, &bytes)?;
+    Ok(format!(
+        "wrote {}: {} references, id {}, proposed threshold {} ({} k={}, leave-one-out, target false-reject rate {})",
+        out.display(),
+        embeddings.len(),
+        set.id,
+        scoring.threshold,
+        scoring.kind.as_str(),
+        scoring.k,
+        false_reject_rate
+    ))
+}

@@ -1,0 +1,20 @@
+//! inspectord: an edge inference daemon for visual inspection. See `ARCHITECTURE.md`.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod contract;
+pub mod encoder;
+pub mod inspect;
+pub mod onnxruntime;
+pub mod pipeline;
+pub mod preprocess;
+pub mod references;
+pub mod report;
+pub mod score;
+pub mod soart3;
+pub mod socket;
+pub mod source;
+pub mod stop;
+pub mod verdict;
+pub mod wire;

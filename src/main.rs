@@ -1,0 +1,53 @@
+//! inspectord: parse the command line, set up logging, dispatch each mode to one function, and
+//! print errors with their chain.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use inspectord::cli::{Cli, Command, LogFormat};
+use inspectord::commands::{self, RunOptions};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_format);
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("inspectord: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config } => {
+            let opts = RunOptions { images: None, labels: None, wait_clients: 0, replay: false };
+            commands::run(&config, opts).map(drop)
+        }
+        Command::Replay { config, images, labels, wait_clients } => {
+            let summary = commands::run(&config, RunOptions { images, labels, wait_clients, replay: true })?;
+            eprint!("{summary}");
+            Ok(())
+        }
+        Command::Check { config } => commands::check(&config).map(|report| println!("{report}")),
+        Command::Enroll { config, images, out, false_reject_rate } => {
+            commands::enroll(&config, &images, &out, false_reject_rate).map(|report| println!("{report}"))
+        }
+    }
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("inspectord: bad log filter {filter:?} ({e}); using `info`");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,221 @@
+//! Nearest-reference scoring and the pass/fail decision. Pure: no I/O.
+//!
+//! The score of a frame is eta (or gamma) of SOART3 against the references: the smallest one
+//! for `k = 1`, the mean of the `k` smallest otherwise. The frame fails when the score is above
+//! the threshold. The verdict reports beta, eta and gamma against the nearest reference (the one
+//! with the smallest score) and its index.
+
+use crate::soart3::{Orders, Soart3, soart3};
+
+/// Which SOART3 quantity is the score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreKind {
+    Eta,
+    Gamma,
+}
+
+impl ScoreKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "eta" => Some(Self::Eta),
+            "gamma" => Some(Self::Gamma),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eta => "eta",
+            Self::Gamma => "gamma",
+        }
+    }
+
+    fn pick(self, s: &Soart3) -> f64 {
+        match self {
+            Self::Eta => s.eta,
+            Self::Gamma => s.gamma,
+        }
+    }
+}
+
+/// The effective scoring settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scoring {
+    pub kind: ScoreKind,
+    pub k: usize,
+    pub orders: Orders,
+    pub threshold: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Pass,
+    Fail,
+}
+
+/// The outcome of scoring one embedding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    pub score: f64,
+    pub decision: Decision,
+    /// Index of the nearest reference (row in the reference set).
+    pub nearest: usize,
+    /// SOART3 against the nearest reference.
+    pub soart3: Soart3,
+}
+
+/// Reference embeddings as one row-major matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub dim: usize,
+    pub data: Vec<f32>,
+}
+
+impl Embeddings {
+    pub fn len(&self) -> usize {
+        self.data.len().checked_div(self.dim).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = &[f32]> {
+        self.data.chunks_exact(self.dim)
+    }
+}
+
+/// Scores `y` against every reference except `skip` (for leave-one-out), or `None` when no
+/// reference is left.
+pub fn score_excluding(refs: &Embeddings, y: &[f32], s: &Scoring, skip: Option<usize>) -> Option<Scored> {
+    let k = s.k.max(1);
+    // The k smallest scores seen so far, ascending; k is small (default 1).
+    let mut smallest: Vec<f64> = Vec::with_capacity(k + 1);
+    let mut nearest: Option<(usize, Soart3, f64)> = None;
+    for (i, x) in refs.rows().enumerate() {
+        if Some(i) == skip {
+            continue;
+        }
+        let m = soart3(x, y, s.orders);
+        let v = s.kind.pick(&m);
+        if nearest.is_none_or(|(_, _, best)| v < best) {
+            nearest = Some((i, m, v));
+        }
+        if smallest.len() < k || v < smallest[smallest.len() - 1] {
+            let pos = smallest.partition_point(|&w| w <= v);
+            smallest.insert(pos, v);
+            smallest.truncate(k);
+        }
+    }
+    let (nearest, soart3, _) = nearest?;
+    let score = smallest.iter().sum::<f64>() / smallest.len() as f64;
+    let decision = if score > s.threshold { Decision::Fail } else { Decision::Pass };
+    Some(Scored { score, decision, nearest, soart3 })
+}
+
+/// Scores `y` against all references.
+pub fn score(refs: &Embeddings, y: &[f32], s: &Scoring) -> Option<Scored> {
+    score_excluding(refs, y, s, None)
+}
+
+/// Leave-one-out scores of each reference against the others.
+pub fn leave_one_out(refs: &Embeddings, s: &Scoring) -> Vec<f64> {
+    (0..refs.len())
+        .filter_map(|i| score_excluding(refs, refs.row(i), s, Some(i)).map(|r| r.score))
+        .collect()
+}
+
+/// The threshold that lets at least `1 − false_reject_rate` of `scores` pass (`score <=
+/// threshold` passes): the ⌈(1 − rate)·n⌉-th smallest score.
+pub fn threshold_for_false_reject_rate(scores: &[f64], false_reject_rate: f64) -> Option<f64> {
+    if scores.is_empty() {
+        return None;
+    }
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let keep = ((1.0 - false_reject_rate) * n as f64).ceil() as usize;
+    Some(sorted[keep.clamp(1, n) - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs() -> Embeddings {
+        // three references along the axes
+        Embeddings { dim: 3, data: vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0] }
+    }
+
+    fn scoring(k: usize, threshold: f64) -> Scoring {
+        Scoring { kind: ScoreKind::Eta, k, orders: Orders::DEFAULT, threshold }
+    }
+
+    #[test]
+    fn nearest_reference_wins_with_k1() {
+        let y = [0.1f32, 2.0, 0.1];
+        let r = score(&refs(), &y, &scoring(1, 0.5)).unwrap();
+        assert_eq!(r.nearest, 1);
+        assert_eq!(r.score, soart3(refs().row(1), &y, Orders::DEFAULT).eta);
+        assert_eq!(r.decision, Decision::Pass, "{r:?}");
+    }
+
+    #[test]
+    fn k_is_the_mean_of_the_k_smallest() {
+        let y = [0.1f32, 2.0, 0.3];
+        let etas: Vec<f64> = refs().rows().map(|x| soart3(x, &y, Orders::DEFAULT).eta).collect();
+        let mut sorted = etas.clone();
+        sorted.sort_by(f64::total_cmp);
+        let r = score(&refs(), &y, &scoring(2, 0.0)).unwrap();
+        assert!((r.score - (sorted[0] + sorted[1]) / 2.0).abs() < 1e-15);
+        assert_eq!(r.decision, Decision::Fail);
+        // k larger than the set: mean of all
+        let r = score(&refs(), &y, &scoring(10, 0.0)).unwrap();
+        assert!((r.score - etas.iter().sum::<f64>() / 3.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn gamma_can_be_the_score() {
+        let y = [0.5f32, 1.0, -0.25];
+        let mut s = scoring(1, 10.0);
+        s.kind = ScoreKind::Gamma;
+        let r = score(&refs(), &y, &s).unwrap();
+        let best = refs()
+            .rows()
+            .map(|x| soart3(x, &y, Orders::DEFAULT).gamma)
+            .fold(f64::INFINITY, f64::min);
+        assert_eq!(r.score, best);
+        assert_eq!(r.soart3.gamma, best);
+    }
+
+    #[test]
+    fn equal_to_threshold_passes() {
+        let y = [0.0f32, 1.0, 0.5];
+        let r0 = score(&refs(), &y, &scoring(1, 0.0)).unwrap();
+        let r = score(&refs(), &y, &scoring(1, r0.score)).unwrap();
+        assert_eq!(r.decision, Decision::Pass);
+    }
+
+    #[test]
+    fn leave_one_out_skips_self() {
+        let loo = leave_one_out(&refs(), &scoring(1, 0.0));
+        assert_eq!(loo.len(), 3);
+        assert!(loo.iter().all(|s| *s > 0.1), "{loo:?}");
+        let single = Embeddings { dim: 3, data: vec![1.0, 0.0, 0.0] };
+        assert!(leave_one_out(&single, &scoring(1, 0.0)).is_empty());
+    }
+
+    #[test]
+    fn quantile_threshold() {
+        let scores: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(threshold_for_false_reject_rate(&scores, 0.01), Some(99.0));
+        assert_eq!(threshold_for_false_reject_rate(&scores, 0.0), Some(100.0));
+        assert_eq!(threshold_for_false_reject_rate(&scores, 0.5), Some(50.0));
+        assert_eq!(threshold_for_false_reject_rate(&[3.0], 0.05), Some(3.0));
+        assert_eq!(threshold_for_false_reject_rate(&[], 0.05), None);
+    }
+}

@@ -1,0 +1,365 @@
+//! The verdict socket: a Unix stream socket serving JSON Lines to any number of clients.
+//!
+//! One event loop ([`SocketServer::run`], on a thread the pipeline spawns) owns the listener
+//! and every client, all non-blocking (mio). Each client has a bounded queue of lines; a client
+//! that stops reading fills its kernel buffer, then its queue, and is disconnected when the
+//! queue overflows. Nothing the server does blocks, so a slow client never slows the pipeline
+//! or the other clients. Each client gets a `hello` line, then every verdict from the moment it
+//! connected. Incoming bytes are read and discarded (protocol v1 is one-way).
+//!
+//! Shutdown: when the [`Broadcaster`] is dropped, the loop flushes what is queued (for at most
+//! [`DRAIN_TIMEOUT`]), closes every client and removes the socket file it created.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
+use mio::net::{UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_CLIENT: usize = 2;
+
+/// How long queued lines may take to reach clients at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("cannot create directory {path} for the verdict socket: {source}")]
+    Dir { path: PathBuf, source: io::Error },
+    #[error("{path} exists and is not a socket; refusing to replace it")]
+    NotASocket { path: PathBuf },
+    #[error("another process is serving {path}; stop it or choose another output.socket")]
+    InUse { path: PathBuf },
+    #[error("cannot bind verdict socket {path}: {source}")]
+    Bind { path: PathBuf, source: io::Error },
+    #[error("verdict socket event loop: {0}")]
+    Poll(io::Error),
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct SocketSettings {
+    pub client_buffer: usize,
+    pub max_clients: usize,
+}
+
+/// Binds `path` with permission bits `mode`, replacing a stale socket file left by a crash.
+pub fn bind(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener, SocketError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(|source| SocketError::Dir { path: dir.into(), source })?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match StdUnixStream::connect(path) {
+            Ok(_) => return Err(SocketError::InUse { path: path.into() }),
+            Err(_) => {
+                tracing::info!(path = %path.display(), "replacing stale verdict socket");
+                std::fs::remove_file(path).map_err(|source| SocketError::Bind { path: path.into(), source })?;
+            }
+        },
+        Ok(_) => return Err(SocketError::NotASocket { path: path.into() }),
+        Err(_) => {}
+    }
+    let listener =
+        std::os::unix::net::UnixListener::bind(path).map_err(|source| SocketError::Bind { path: path.into(), source })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|source| SocketError::Bind { path: path.into(), source })?;
+    Ok(listener)
+}
+
+/// The pipeline's handle: hands lines to the event loop and wakes it.
+pub struct Broadcaster {
+    tx: Sender<Arc<str>>,
+    waker: Arc<Waker>,
+    connected: Arc<AtomicUsize>,
+}
+
+impl Broadcaster {
+    /// Queues a line for every connected client. Blocks only while the event loop, which never
+    /// blocks, catches up.
+    pub fn send(&self, line: Arc<str>) {
+        if self.tx.send(line).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Clients connected right now.
+    pub fn connected(&self) -> usize {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    /// A counter of connected clients that outlives the broadcaster.
+    pub fn connected_counter(&self) -> Arc<AtomicUsize> {
+        self.connected.clone()
+    }
+}
+
+impl Drop for Broadcaster {
+    fn drop(&mut self) {
+        // Closing the channel is the shutdown request; wake the loop so it sees it.
+        let (dead, _) = bounded(0);
+        drop(std::mem::replace(&mut self.tx, dead));
+        let _ = self.waker.wake();
+    }
+}
+
+struct Client {
+    id: u64,
+    stream: UnixStream,
+    queue: VecDeque<Arc<str>>,
+    /// Bytes of the front line already written.
+    offset: usize,
+}
+
+enum Flush {
+    Done,
+    Blocked,
+    Closed(io::Error),
+}
+
+impl Client {
+    fn flush(&mut self) -> Flush {
+        while let Some(front) = self.queue.front() {
+            match self.stream.write(&front.as_bytes()[self.offset..]) {
+                Ok(0) => return Flush::Closed(io::Error::new(ErrorKind::WriteZero, "wrote 0 bytes")),
+                Ok(n) => {
+                    self.offset += n;
+                    if self.offset == front.len() {
+                        self.queue.pop_front();
+                        self.offset = 0;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Flush::Blocked,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Flush::Closed(e),
+            }
+        }
+        Flush::Done
+    }
+}
+
+/// The event loop; see the module documentation.
+pub struct SocketServer {
+    poll: Poll,
+    listener: UnixListener,
+    /// The socket file to remove at exit (with its device and inode, so a successor's file is
+    /// never removed).
+    owned_path: Option<(PathBuf, u64, u64)>,
+    rx: Receiver<Arc<str>>,
+    clients: HashMap<Token, Client>,
+    next_token: usize,
+    next_client_id: u64,
+    hello: Arc<str>,
+    settings: SocketSettings,
+    connected: Arc<AtomicUsize>,
+    evicted: u64,
+}
+
+impl SocketServer {
+    /// Wraps a bound listener. `owned_path` is the socket file this process created (removed at
+    /// exit); `None` for a listener passed in by the service manager.
+    pub fn new(
+        listener: std::os::unix::net::UnixListener,
+        owned_path: Option<PathBuf>,
+        hello: String,
+        settings: SocketSettings,
+    ) -> Result<(SocketServer, Broadcaster), SocketError> {
+        listener.set_nonblocking(true).map_err(SocketError::Poll)?;
+        let mut listener = UnixListener::from_std(listener);
+        let poll = Poll::new().map_err(SocketError::Poll)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(SocketError::Poll)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(SocketError::Poll)?);
+        let owned_path = owned_path.and_then(|p| {
+            let meta = std::fs::symlink_metadata(&p).ok()?;
+            Some((p, meta.dev(), meta.ino()))
+        });
+        let (tx, rx) = bounded(4096);
+        let connected = Arc::new(AtomicUsize::new(0));
+        let server = SocketServer {
+            poll,
+            listener,
+            owned_path,
+            rx,
+            clients: HashMap::new(),
+            next_token: FIRST_CLIENT,
+            next_client_id: 1,
+            hello: Arc::from(hello),
+            settings,
+            connected: connected.clone(),
+            evicted: 0,
+        };
+        Ok((server, Broadcaster { tx, waker, connected }))
+    }
+
+    /// Serves until the broadcaster is dropped, then drains and cleans up.
+    pub fn run(mut self) -> Result<(), SocketError> {
+        let mut events = Events::with_capacity(256);
+        let mut closing = false;
+        let mut deadline = None;
+        loop {
+            let timeout = deadline.map(|d: Instant| d.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                self.cleanup();
+                return Err(SocketError::Poll(e));
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => closing |= self.take_lines(),
+                    token => {
+                        if event.is_readable() {
+                            self.read(token);
+                        }
+                        if event.is_writable() {
+                            self.flush(token);
+                        }
+                    }
+                }
+            }
+            if closing {
+                let drained = self.clients.values().all(|c| c.queue.is_empty());
+                let deadline = *deadline.get_or_insert_with(|| Instant::now() + DRAIN_TIMEOUT);
+                if drained || Instant::now() >= deadline {
+                    self.cleanup();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    if self.clients.len() >= self.settings.max_clients {
+                        tracing::warn!(max_clients = self.settings.max_clients, "verdict socket full; refusing a client");
+                        continue;
+                    }
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if let Err(e) =
+                        self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                    {
+                        tracing::warn!(error = %e, "cannot register a verdict client");
+                        continue;
+                    }
+                    let id = self.next_client_id;
+                    self.next_client_id += 1;
+                    let mut client = Client { id, stream, queue: VecDeque::new(), offset: 0 };
+                    client.queue.push_back(self.hello.clone());
+                    self.clients.insert(token, client);
+                    self.connected.store(self.clients.len(), Ordering::SeqCst);
+                    tracing::info!(client = id, clients = self.clients.len(), "verdict client connected");
+                    self.flush(token);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept on the verdict socket failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Moves lines from the pipeline to every client queue; `true` when the pipeline is done.
+    fn take_lines(&mut self) -> bool {
+        let mut done = false;
+        loop {
+            match self.rx.try_recv() {
+                Ok(line) => {
+                    for client in self.clients.values_mut() {
+                        client.queue.push_back(line.clone());
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        let tokens: Vec<Token> = self.clients.keys().copied().collect();
+        for token in tokens {
+            self.flush(token);
+            if let Some(c) = self.clients.get(&token)
+                && c.queue.len() > self.settings.client_buffer
+            {
+                let (id, queued) = (c.id, c.queue.len());
+                self.evicted += 1;
+                tracing::warn!(
+                    client = id,
+                    queued,
+                    client_buffer = self.settings.client_buffer,
+                    evicted_total = self.evicted,
+                    "verdict client is not reading; disconnecting it"
+                );
+                self.remove(token, "too slow");
+            }
+        }
+        done
+    }
+
+    fn flush(&mut self, token: Token) {
+        let Some(client) = self.clients.get_mut(&token) else { return };
+        if let Flush::Closed(e) = client.flush() {
+            tracing::debug!(client = client.id, error = %e, "write to verdict client failed");
+            self.remove(token, "write failed");
+        }
+    }
+
+    fn read(&mut self, token: Token) {
+        let Some(client) = self.clients.get_mut(&token) else { return };
+        let mut buf = [0u8; 4096];
+        loop {
+            match client.stream.read(&mut buf) {
+                Ok(0) => return self.remove(token, "closed by client"),
+                Ok(n) => tracing::debug!(client = client.id, bytes = n, "ignoring input from verdict client"),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return self.remove(token, "read failed"),
+            }
+        }
+    }
+
+    fn remove(&mut self, token: Token, reason: &str) {
+        if let Some(mut client) = self.clients.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut client.stream);
+            let _ = client.stream.shutdown(std::net::Shutdown::Both);
+            self.connected.store(self.clients.len(), Ordering::SeqCst);
+            tracing::info!(client = client.id, reason, clients = self.clients.len(), "verdict client disconnected");
+        }
+    }
+
+    fn cleanup(&mut self) {
+        let tokens: Vec<Token> = self.clients.keys().copied().collect();
+        for token in tokens {
+            self.remove(token, "daemon stopping");
+        }
+        if let Some((path, dev, ino)) = &self.owned_path
+            && let Ok(meta) = std::fs::symlink_metadata(path)
+            && meta.dev() == *dev
+            && meta.ino() == *ino
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove the verdict socket");
+        }
+        if self.evicted > 0 {
+            tracing::info!(evicted = self.evicted, "slow verdict clients were disconnected during this run");
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The internal verdict: one per frame, whatever happened to it.
+//!
+//! This is what the pipeline passes around; its wire form lives in [`crate::wire`] and is made
+//! by one conversion function there.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::score::Decision;
+use crate::soart3::Soart3;
+
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// Position of the frame in the daemon's stream, from 1, without gaps.
+    pub seq: u64,
+    /// The source's name (e.g. `replay`).
+    pub source: Arc<str>,
+    /// The frame's id within its source.
+    pub frame: String,
+    pub captured_at: SystemTime,
+    /// When the frame was taken; latency is measured from here to emission.
+    pub taken: Instant,
+    pub outcome: Outcome,
+    /// SHA-256 of the model that inspected the frame.
+    pub model_sha256: Arc<str>,
+    /// Id of the reference set the frame was scored against.
+    pub reference_set: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The frame was embedded and scored.
+    Inspected {
+        decision: Decision,
+        score: f64,
+        threshold: f64,
+        /// SOART3 against the nearest reference.
+        soart3: Soart3,
+        reference_index: usize,
+    },
+    /// The frame could not be inspected; the reason says why.
+    Error { reason: String },
+}
+
+impl Verdict {
+    /// `pass`, `fail` or `error`.
+    pub fn label(&self) -> &'static str {
+        match &self.outcome {
+            Outcome::Inspected { decision: Decision::Pass, .. } => "pass",
+            Outcome::Inspected { decision: Decision::Fail, .. } => "fail",
+            Outcome::Error { .. } => "error",
+        }
+    }
+}

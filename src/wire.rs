@@ -1,0 +1,162 @@
+//! The verdict socket's messages, protocol version 1: JSON Lines, one message per line, each
+//! with `"type"` and `"v"`. Documented in `docs/PROTOCOL.md`.
+//!
+//! The wire types are separate from the internal [`Verdict`]: [`verdict_line`] is the one
+//! conversion, and nothing else serialises a verdict.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::verdict::{Outcome, Verdict};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Every message the daemon sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// Sent once to each client when it connects.
+    Hello(Hello),
+    /// One per frame, in `seq` order.
+    Verdict(WireVerdict),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub v: u32,
+    /// `inspectord <version>`.
+    pub daemon: String,
+    pub model_sha256: String,
+    pub reference_set: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireVerdict {
+    pub v: u32,
+    pub seq: u64,
+    pub source: String,
+    pub frame: String,
+    /// RFC 3339, UTC, microseconds.
+    pub captured_at: String,
+    /// `pass`, `fail` or `error`.
+    pub verdict: String,
+    pub score: Option<f64>,
+    pub threshold: Option<f64>,
+    pub soart3: Option<WireSoart3>,
+    pub reference_index: Option<usize>,
+    pub latency_us: u64,
+    pub model_sha256: String,
+    pub reference_set: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WireSoart3 {
+    pub beta: f64,
+    pub eta: f64,
+    pub gamma: f64,
+}
+
+/// RFC 3339 UTC with microseconds, e.g. `2026-11-28T16:02:33.123456Z`.
+pub fn rfc3339_micros(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// The wire form of a verdict.
+pub fn to_wire(v: &Verdict, latency: Duration) -> WireVerdict {
+    let (score, threshold, soart3, reference_index, error) = match &v.outcome {
+        Outcome::Inspected { score, threshold, soart3, reference_index, .. } => (
+            Some(*score),
+            Some(*threshold),
+            Some(WireSoart3 { beta: soart3.beta, eta: soart3.eta, gamma: soart3.gamma }),
+            Some(*reference_index),
+            None,
+        ),
+        Outcome::Error { reason } => (None, None, None, None, Some(reason.clone())),
+    };
+    WireVerdict {
+        v: PROTOCOL_VERSION,
+        seq: v.seq,
+        source: v.source.to_string(),
+        frame: v.frame.clone(),
+        captured_at: rfc3339_micros(v.captured_at),
+        verdict: v.label().to_string(),
+        score,
+        threshold,
+        soart3,
+        reference_index,
+        latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        model_sha256: v.model_sha256.to_string(),
+        reference_set: v.reference_set.to_string(),
+        error,
+    }
+}
+
+/// One message as a JSON line (with the trailing newline).
+pub fn line(m: &Message) -> String {
+    // Serialising these plain structs cannot fail: no maps with non-string keys, no foreign types.
+    let mut s = serde_json::to_string(m).unwrap_or_else(|e| format!("{{\"type\":\"internal_error\",\"error\":\"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+/// A verdict as a JSON line.
+pub fn verdict_line(v: &Verdict, latency: Duration) -> String {
+    line(&Message::Verdict(to_wire(v, latency)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::score::Decision;
+    use crate::soart3::Soart3;
+    use std::sync::Arc;
+    use std::time::{Instant, UNIX_EPOCH};
+
+    fn verdict(outcome: Outcome) -> Verdict {
+        Verdict {
+            seq: 7,
+            source: Arc::from("replay"),
+            frame: "cell0001.png".into(),
+            captured_at: UNIX_EPOCH + Duration::from_micros(1_790_000_000_123_456),
+            taken: Instant::now(),
+            outcome,
+            model_sha256: Arc::from("ab"),
+            reference_set: Arc::from("cd"),
+        }
+    }
+
+    #[test]
+    fn inspected_verdict_round_trips() {
+        let v = verdict(Outcome::Inspected {
+            decision: Decision::Fail,
+            score: 0.75,
+            threshold: 0.5,
+            soart3: Soart3 { beta: 1.5, eta: 0.75, gamma: 0.25 },
+            reference_index: 3,
+        });
+        let text = verdict_line(&v, Duration::from_micros(1234));
+        assert!(text.ends_with('\n'));
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["type"], "verdict");
+        assert_eq!(json["v"], 1);
+        assert_eq!(json["verdict"], "fail");
+        assert_eq!(json["captured_at"], "2026-09-21T13:46:40.123456Z");
+        assert_eq!(json["soart3"]["eta"], 0.75);
+        assert_eq!(json["latency_us"], 1234);
+        assert!(json.get("error").is_none());
+        let back: Message = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, Message::Verdict(to_wire(&v, Duration::from_micros(1234))));
+    }
+
+    #[test]
+    fn error_verdict_carries_the_reason_and_nulls() {
+        let v = verdict(Outcome::Error { reason: "cannot decode image".into() });
+        let json: serde_json::Value = serde_json::from_str(&verdict_line(&v, Duration::ZERO)).unwrap();
+        assert_eq!(json["verdict"], "error");
+        assert_eq!(json["error"], "cannot decode image");
+        assert!(json["score"].is_null() && json["soart3"].is_null() && json["reference_index"].is_null());
+    }
+}
