@@ -5,12 +5,21 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "inspectord", version, about = "Edge inference daemon for visual inspection: camera → ONNX encoder → SOART3 → pass/fail verdicts on a Unix socket")]
+#[command(
+    name = "inspectord",
+    version,
+    about = "Edge inference daemon for visual inspection: camera → ONNX encoder → SOART3 → pass/fail verdicts on a Unix socket"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info`, `inspectord=debug`); ONNX Runtime logs under `ort`.
-    #[arg(long, global = true, env = "INSPECTORD_LOG", default_value = "info,ort=warn")]
+    #[arg(
+        long,
+        global = true,
+        env = "INSPECTORD_LOG",
+        default_value = "info,ort=warn"
+    )]
     pub log: String,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

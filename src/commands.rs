@@ -15,8 +15,8 @@ use crate::preprocess::Preprocessor;
 use crate::references::{ReferenceMeta, ReferenceSet};
 use crate::report::{Labels, Summary};
 use crate::score::{self, Embeddings, ScoreKind, Scoring};
-use crate::socket::{self, SocketServer, SocketSettings};
 use crate::soart3::Orders;
+use crate::socket::{self, SocketServer, SocketSettings};
 use crate::source::replay::{self, ReplaySource};
 use crate::source::{FrameSource, Payload};
 use crate::stop::StopSignal;
@@ -42,11 +42,20 @@ fn load_model(config_path: &Path) -> Result<Loaded> {
         embedding_dim = model.contract.embedding_dim,
         "model loaded"
     );
-    Ok(Loaded { config, runtime, model })
+    Ok(Loaded {
+        config,
+        runtime,
+        model,
+    })
 }
 
 fn load_scorer(l: &Loaded) -> Result<Scorer> {
-    let set = ReferenceSet::load(&l.config.references.path, &l.model.sha256, &l.model.path, l.model.contract.embedding_dim)?;
+    let set = ReferenceSet::load(
+        &l.config.references.path,
+        &l.model.sha256,
+        &l.model.path,
+        l.model.contract.embedding_dim,
+    )?;
     let scorer = Scorer::new(set, &l.config.scoring);
     tracing::info!(
         path = %scorer.set.path.display(),
@@ -65,8 +74,13 @@ fn load_scorer(l: &Loaded) -> Result<Scorer> {
 fn inspectors(l: &Loaded, n: usize) -> Result<Vec<Inspector>> {
     (0..n)
         .map(|_| {
-            let encoder = l.model.encoder(l.runtime, l.config.runtime.intra_op_threads)?;
-            Ok(Inspector::new(Preprocessor::new(l.model.contract.clone()), encoder))
+            let encoder = l
+                .model
+                .encoder(l.runtime, l.config.runtime.intra_op_threads)?;
+            Ok(Inspector::new(
+                Preprocessor::new(l.model.contract.clone()),
+                encoder,
+            ))
         })
         .collect()
 }
@@ -78,7 +92,9 @@ fn source(config: &SourceConfig) -> Result<Box<dyn FrameSource>> {
 }
 
 fn socket(l: &Loaded, scorer: &Scorer) -> Result<Option<(SocketServer, socket::Broadcaster)>> {
-    let Some(path) = &l.config.output.socket else { return Ok(None) };
+    let Some(path) = &l.config.output.socket else {
+        return Ok(None);
+    };
     let listener = socket::bind(path, l.config.output.socket_mode)?;
     let hello = wire::line(&wire::Message::Hello(wire::Hello {
         v: wire::PROTOCOL_VERSION,
@@ -86,7 +102,10 @@ fn socket(l: &Loaded, scorer: &Scorer) -> Result<Option<(SocketServer, socket::B
         model_sha256: l.model.sha256.clone(),
         reference_set: scorer.id.to_string(),
     }));
-    let settings = SocketSettings { client_buffer: l.config.output.client_buffer, max_clients: l.config.output.max_clients };
+    let settings = SocketSettings {
+        client_buffer: l.config.output.client_buffer,
+        max_clients: l.config.output.max_clients,
+    };
     let server = SocketServer::new(listener, Some(path.clone()), hello, settings)?;
     tracing::info!(path = %path.display(), mode = format!("{:o}", l.config.output.socket_mode), "verdict socket listening");
     Ok(Some(server))
@@ -113,8 +132,17 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<Summary> {
     let labels = opts.labels.as_deref().map(Labels::load).transpose()?;
     let source = source(&l.config.source)?;
     let socket = socket(&l, &scorer)?;
+    if !opts.replay && socket.is_none() {
+        bail!(
+            "`run` sends verdicts to the socket only: set output.socket in {}",
+            config_path.display()
+        );
+    }
     if opts.wait_clients > 0 && socket.is_none() {
-        bail!("--wait-clients needs a verdict socket: set output.socket in {}", config_path.display());
+        bail!(
+            "--wait-clients needs a verdict socket: set output.socket in {}",
+            config_path.display()
+        );
     }
     let inspectors = inspectors(&l, l.config.runtime.workers)?;
     tracing::info!(
@@ -183,12 +211,21 @@ pub fn check(config_path: &Path) -> Result<String> {
 }
 
 /// `enroll`: embeds good images and writes a reference set with a leave-one-out threshold.
-pub fn enroll(config_path: &Path, images: &Path, out: &Path, false_reject_rate: f64) -> Result<String> {
+pub fn enroll(
+    config_path: &Path,
+    images: &Path,
+    out: &Path,
+    false_reject_rate: f64,
+) -> Result<String> {
     let l = load_model(config_path)?;
     let SourceConfig::Replay(r) = &l.config.source;
     let files = replay::list_images(images, &r.extensions)?;
     if files.len() < 2 {
-        bail!("{} holds {} image(s); enrolling needs at least 2 good images", images.display(), files.len());
+        bail!(
+            "{} holds {} image(s); enrolling needs at least 2 good images",
+            images.display(),
+            files.len()
+        );
     }
     let mut inspector = inspectors(&l, 1)?.remove(0);
     let mut data = Vec::with_capacity(files.len() * l.model.contract.embedding_dim);
@@ -203,14 +240,25 @@ pub fn enroll(config_path: &Path, images: &Path, out: &Path, false_reject_rate: 
         }
     }
     if !problems.is_empty() {
-        bail!("{} of {} images could not be embedded; nothing written:\n{}", problems.len(), files.len(), problems.join("\n"));
+        bail!(
+            "{} of {} images could not be embedded; nothing written:\n{}",
+            problems.len(),
+            files.len(),
+            problems.join("\n")
+        );
     }
-    let embeddings = Embeddings { dim: l.model.contract.embedding_dim, data };
+    let embeddings = Embeddings {
+        dim: l.model.contract.embedding_dim,
+        data,
+    };
     let sc = &l.config.scoring;
     let mut scoring = Scoring {
         kind: sc.score.unwrap_or(ScoreKind::Eta),
         k: sc.k.unwrap_or(1),
-        orders: Orders { eta_p: sc.eta_p.unwrap_or(Orders::DEFAULT.eta_p), gamma_p: sc.gamma_p.unwrap_or(Orders::DEFAULT.gamma_p) },
+        orders: Orders {
+            eta_p: sc.eta_p.unwrap_or(Orders::DEFAULT.eta_p),
+            gamma_p: sc.gamma_p.unwrap_or(Orders::DEFAULT.gamma_p),
+        },
         threshold: 0.0,
     };
     let loo = score::leave_one_out(&embeddings, &scoring);

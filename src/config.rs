@@ -108,7 +108,12 @@ pub struct ConfigErrors {
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.errors.len();
-        write!(f, "{}: {n} problem{}", self.path.display(), if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.path.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.errors {
             match e.line {
                 Some(line) => write!(f, "\n  line {line}: {}: {}", e.key, e.message)?,
@@ -121,14 +126,25 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: &[&str] = &["source", "model", "references", "scoring", "output", "runtime"];
+const SECTIONS: &[&str] = &[
+    "source",
+    "model",
+    "references",
+    "scoring",
+    "output",
+    "runtime",
+];
 
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
             path: path.into(),
-            errors: vec![ConfigError { key: "(file)".into(), line: None, message: format!("cannot read: {e}") }],
+            errors: vec![ConfigError {
+                key: "(file)".into(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }],
         })?;
         Self::parse(path, &text)
     }
@@ -136,7 +152,11 @@ impl Config {
     /// Validates config text; `path` names the file and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let mut r = Reader { text, base, errors: Vec::new() };
+        let mut r = Reader {
+            text,
+            base,
+            errors: Vec::new(),
+        };
         let root = match DeTable::parse(text) {
             Ok(t) => t,
             Err(e) => {
@@ -144,7 +164,11 @@ impl Config {
                 let message = e.message().trim().to_string();
                 return Err(ConfigErrors {
                     path: path.into(),
-                    errors: vec![ConfigError { key: "(syntax)".into(), line, message }],
+                    errors: vec![ConfigError {
+                        key: "(syntax)".into(),
+                        line,
+                        message,
+                    }],
                 });
             }
         };
@@ -152,7 +176,11 @@ impl Config {
         for (key, value) in root.iter() {
             let name = key.get_ref().as_ref();
             if !SECTIONS.contains(&name) {
-                r.error(name, Some(key.span()), format!("unknown section; expected one of {}", SECTIONS.join(", ")));
+                r.error(
+                    name,
+                    Some(key.span()),
+                    format!("unknown section; expected one of {}", SECTIONS.join(", ")),
+                );
             } else if !matches!(value.get_ref(), DeValue::Table(_)) {
                 r.error(name, Some(key.span()), "must be a table ([section])".into());
             }
@@ -168,11 +196,18 @@ impl Config {
 
         // [source]
         let mut s = section("source");
-        let kind = r.string(&mut s, "kind").unwrap_or_else(|| ("replay".into(), None));
+        let kind = r
+            .string(&mut s, "kind")
+            .unwrap_or_else(|| ("replay".into(), None));
         let source = match kind.0.as_str() {
             "replay" => {
                 let path = r.path(&mut s, "path", true);
-                let fps = r.float(&mut s, "fps", |v| v >= 0.0 && v.is_finite(), ">= 0 (0 = as fast as possible)");
+                let fps = r.float(
+                    &mut s,
+                    "fps",
+                    |v| v >= 0.0 && v.is_finite(),
+                    ">= 0 (0 = as fast as possible)",
+                );
                 let looping = r.boolean(&mut s, "loop");
                 let extensions = r.string_list(&mut s, "extensions");
                 path.map(|path| {
@@ -181,16 +216,26 @@ impl Config {
                         fps: fps.unwrap_or(0.0),
                         looping: looping.unwrap_or(false),
                         extensions: extensions
-                            .map(|v| v.into_iter().map(|e| e.trim_start_matches('.').to_lowercase()).collect())
+                            .map(|v| {
+                                v.into_iter()
+                                    .map(|e| e.trim_start_matches('.').to_lowercase())
+                                    .collect()
+                            })
                             .unwrap_or_else(|| {
-                                ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "pgm", "ppm"].map(String::from).to_vec()
+                                ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "pgm", "ppm"]
+                                    .map(String::from)
+                                    .to_vec()
                             }),
                     })
                 })
             }
             other => {
                 let span = s.span_of("kind");
-                r.error("source.kind", span, format!("unknown source kind {other:?}; this build supports \"replay\""));
+                r.error(
+                    "source.kind",
+                    span,
+                    format!("unknown source kind {other:?}; this build supports \"replay\""),
+                );
                 None
             }
         };
@@ -198,12 +243,16 @@ impl Config {
 
         // [model]
         let mut s = section("model");
-        let model = r.path(&mut s, "path", true).map(|path| ModelConfig { path });
+        let model = r
+            .path(&mut s, "path", true)
+            .map(|path| ModelConfig { path });
         r.finish(s);
 
         // [references]
         let mut s = section("references");
-        let references = r.path(&mut s, "path", true).map(|path| ReferencesConfig { path });
+        let references = r
+            .path(&mut s, "path", true)
+            .map(|path| ReferencesConfig { path });
         r.finish(s);
 
         // [scoring]
@@ -211,24 +260,51 @@ impl Config {
         let score = r.string(&mut s, "score").and_then(|(v, span)| {
             let kind = ScoreKind::parse(&v);
             if kind.is_none() {
-                r.error("scoring.score", span, format!("must be \"eta\" or \"gamma\", got {v:?}"));
+                r.error(
+                    "scoring.score",
+                    span,
+                    format!("must be \"eta\" or \"gamma\", got {v:?}"),
+                );
             }
             kind
         });
         let k = r.integer(&mut s, "k", 1, 1_000_000).map(|v| v as usize);
-        let eta_p = r.float(&mut s, "eta_p", |v| (1.0..=64.0).contains(&v), "a Minkowski order between 1 and 64");
-        let gamma_p = r.float(&mut s, "gamma_p", |v| (1.0..=64.0).contains(&v), "a Minkowski order between 1 and 64");
+        let eta_p = r.float(
+            &mut s,
+            "eta_p",
+            |v| (1.0..=64.0).contains(&v),
+            "a Minkowski order between 1 and 64",
+        );
+        let gamma_p = r.float(
+            &mut s,
+            "gamma_p",
+            |v| (1.0..=64.0).contains(&v),
+            "a Minkowski order between 1 and 64",
+        );
         let threshold = r.float(&mut s, "threshold", f64::is_finite, "a finite number");
-        let scoring = ScoringConfig { score, k, eta_p, gamma_p, threshold };
+        let scoring = ScoringConfig {
+            score,
+            k,
+            eta_p,
+            gamma_p,
+            threshold,
+        };
         r.finish(s);
 
         // [output]
         let mut s = section("output");
         let socket = r.path(&mut s, "socket", false);
         let socket_mode = r.mode(&mut s, "socket_mode").unwrap_or(0o660);
-        let client_buffer = r.integer(&mut s, "client_buffer", 1, 1 << 20).unwrap_or(1024) as usize;
+        let client_buffer = r
+            .integer(&mut s, "client_buffer", 1, 1 << 20)
+            .unwrap_or(1024) as usize;
         let max_clients = r.integer(&mut s, "max_clients", 1, 1024).unwrap_or(16) as usize;
-        let output = OutputConfig { socket, socket_mode, client_buffer, max_clients };
+        let output = OutputConfig {
+            socket,
+            socket_mode,
+            client_buffer,
+            max_clients,
+        };
         r.finish(s);
 
         // [runtime]
@@ -237,7 +313,12 @@ impl Config {
         let workers = r.integer(&mut s, "workers", 1, 256).unwrap_or(2) as usize;
         let intra_op_threads = r.integer(&mut s, "intra_op_threads", 1, 256).unwrap_or(1) as usize;
         let queue_depth = r.integer(&mut s, "queue_depth", 1, 65536).unwrap_or(8) as usize;
-        let runtime = RuntimeConfig { onnxruntime, workers, intra_op_threads, queue_depth };
+        let runtime = RuntimeConfig {
+            onnxruntime,
+            workers,
+            intra_op_threads,
+            queue_depth,
+        };
         r.finish(s);
 
         match (source, model, references) {
@@ -252,7 +333,10 @@ impl Config {
             }),
             _ => {
                 r.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
-                Err(ConfigErrors { path: path.into(), errors: r.errors })
+                Err(ConfigErrors {
+                    path: path.into(),
+                    errors: r.errors,
+                })
             }
         }
     }
@@ -290,7 +374,11 @@ impl Reader<'_> {
 
     fn error(&mut self, key: &str, span: Option<Range<usize>>, message: String) {
         let line = span.map(|s| self.line(&s));
-        self.errors.push(ConfigError { key: key.to_string(), line, message });
+        self.errors.push(ConfigError {
+            key: key.to_string(),
+            line,
+            message,
+        });
     }
 
     fn type_error(&mut self, sec: &Section, key: &str, v: &Spanned<DeValue>, want: &str) {
@@ -303,7 +391,11 @@ impl Reader<'_> {
             DeValue::Array(_) => "an array",
             DeValue::Table(_) => "a table",
         };
-        self.error(&format!("{}.{key}", sec.name), Some(v.span()), format!("must be {want}, got {got}"));
+        self.error(
+            &format!("{}.{key}", sec.name),
+            Some(v.span()),
+            format!("must be {want}, got {got}"),
+        );
     }
 
     /// Reports every key of the section that no reader asked for.
@@ -313,12 +405,20 @@ impl Reader<'_> {
             let name = key.get_ref().as_ref();
             if !sec.used.contains(&name) {
                 let known = sec.used.join(", ");
-                self.error(&format!("{}.{name}", sec.name), Some(key.span()), format!("unknown key; known keys: {known}"));
+                self.error(
+                    &format!("{}.{name}", sec.name),
+                    Some(key.span()),
+                    format!("unknown key; known keys: {known}"),
+                );
             }
         }
     }
 
-    fn string(&mut self, sec: &mut Section, key: &'static str) -> Option<(String, Option<Range<usize>>)> {
+    fn string(
+        &mut self,
+        sec: &mut Section,
+        key: &'static str,
+    ) -> Option<(String, Option<Range<usize>>)> {
         let v = sec.take(key)?;
         match v.get_ref() {
             DeValue::String(s) => Some((s.to_string(), Some(v.span()))),
@@ -340,7 +440,11 @@ impl Reader<'_> {
         }
         let (s, span) = self.string(sec, key)?;
         if s.is_empty() {
-            self.error(&format!("{}.{key}", sec.name), span, "must not be empty".into());
+            self.error(
+                &format!("{}.{key}", sec.name),
+                span,
+                "must not be empty".into(),
+            );
             return None;
         }
         Some(self.base.join(s))
@@ -349,7 +453,9 @@ impl Reader<'_> {
     fn integer(&mut self, sec: &mut Section, key: &'static str, min: i64, max: i64) -> Option<i64> {
         let v = sec.take(key)?;
         let parsed = match v.get_ref() {
-            DeValue::Integer(i) => i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok(),
+            DeValue::Integer(i) => {
+                i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok()
+            }
             _ => {
                 self.type_error(sec, key, v, "an integer");
                 return None;
@@ -365,10 +471,18 @@ impl Reader<'_> {
         }
     }
 
-    fn float(&mut self, sec: &mut Section, key: &'static str, ok: impl Fn(f64) -> bool, want: &str) -> Option<f64> {
+    fn float(
+        &mut self,
+        sec: &mut Section,
+        key: &'static str,
+        ok: impl Fn(f64) -> bool,
+        want: &str,
+    ) -> Option<f64> {
         let v = sec.take(key)?;
         let parsed = match v.get_ref() {
-            DeValue::Integer(i) => i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok().map(|n| n as f64),
+            DeValue::Integer(i) => i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
+                .ok()
+                .map(|n| n as f64),
             DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
             _ => {
                 self.type_error(sec, key, v, "a number");
@@ -419,14 +533,19 @@ impl Reader<'_> {
     fn mode(&mut self, sec: &mut Section, key: &'static str) -> Option<u32> {
         let v = sec.take(key)?;
         let parsed = match v.get_ref() {
-            DeValue::Integer(i) => u32::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok(),
+            DeValue::Integer(i) => {
+                u32::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok()
+            }
             DeValue::String(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
             _ => None,
         };
         match parsed {
             Some(m) if m <= 0o777 => Some(m),
             _ => {
-                let msg = format!("must be permission bits such as 0o660 or \"0660\", got {}", show(v));
+                let msg = format!(
+                    "must be permission bits such as 0o660 or \"0660\", got {}",
+                    show(v)
+                );
                 self.error(&format!("{}.{key}", sec.name), Some(v.span()), msg);
                 None
             }
@@ -501,7 +620,10 @@ workers = 3
         assert!(keys.contains(&"source.fps"), "{e}");
         assert!(keys.contains(&"runtim"), "{e}");
         let k = e.errors.iter().find(|e| e.key == "scoring.k").unwrap();
-        assert_eq!(k.line, Some(bad.lines().position(|l| l == "k = 0").unwrap() + 1));
+        assert_eq!(
+            k.line,
+            Some(bad.lines().position(|l| l == "k = 0").unwrap() + 1)
+        );
         assert_eq!(e.errors.len(), 4, "{e}");
     }
 
@@ -509,7 +631,11 @@ workers = 3
     fn missing_required_keys_are_named() {
         let e = Config::parse(Path::new("c.toml"), "[source]\nkind = \"replay\"\n").unwrap_err();
         let keys: Vec<_> = e.errors.iter().map(|e| e.key.as_str()).collect();
-        assert_eq!(keys, ["source.path", "model.path", "references.path"], "{e}");
+        assert_eq!(
+            keys,
+            ["source.path", "model.path", "references.path"],
+            "{e}"
+        );
     }
 
     #[test]

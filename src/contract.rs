@@ -73,7 +73,10 @@ pub struct ContractError {
 
 impl fmt::Display for ContractError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the model's metadata does not give a usable preprocessing contract: ")?;
+        write!(
+            f,
+            "the model's metadata does not give a usable preprocessing contract: "
+        )?;
         write!(f, "{}", self.problems.join("; "))
     }
 }
@@ -120,7 +123,8 @@ impl ModelContract {
         }
         fn floats(problems: &mut Vec<String>, key: &str, v: Option<String>) -> Option<Vec<f32>> {
             let v = v?;
-            let parsed: Result<Vec<f32>, _> = v.split(',').map(|s| s.trim().parse::<f32>()).collect();
+            let parsed: Result<Vec<f32>, _> =
+                v.split(',').map(|s| s.trim().parse::<f32>()).collect();
             match parsed {
                 Ok(xs) if xs.iter().all(|x| x.is_finite()) => Some(xs),
                 _ => {
@@ -203,8 +207,13 @@ impl ModelContract {
                 Some(name),
                 Some(version),
             ) if problems.is_empty() => {
-                let per_channel =
-                    |v: Vec<f32>| if v.len() == 1 { vec![v[0]; channels as usize] } else { v };
+                let per_channel = |v: Vec<f32>| {
+                    if v.len() == 1 {
+                        vec![v[0]; channels as usize]
+                    } else {
+                        v
+                    }
+                };
                 Ok(ModelContract {
                     width,
                     height,

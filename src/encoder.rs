@@ -15,11 +15,17 @@ use crate::onnxruntime::Runtime;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("cannot read model {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("ONNX Runtime cannot load model {path}: {reason}")]
     Session { path: PathBuf, reason: String },
     #[error("model {path}: {source}")]
-    Contract { path: PathBuf, source: ContractError },
+    Contract {
+        path: PathBuf,
+        source: ContractError,
+    },
     #[error("model {path} does not match its own metadata: {reason}")]
     Mismatch { path: PathBuf, reason: String },
 }
@@ -55,21 +61,41 @@ impl Model {
     /// Reads the model file, opens one session to read its metadata, and checks that the
     /// graph's input and output shapes agree with the contract.
     pub fn load(runtime: &Runtime, path: &Path) -> Result<Model, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Read { path: path.into(), source })?;
-        let session = new_session(runtime, &bytes, 1).map_err(|reason| ModelError::Session { path: path.into(), reason })?;
-        let metadata = session
-            .metadata()
-            .map_err(|e| ModelError::Session { path: path.into(), reason: e.to_string() })?;
-        let contract = ModelContract::from_metadata(|k| metadata.custom(k))
-            .map_err(|source| ModelError::Contract { path: path.into(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let session = new_session(runtime, &bytes, 1).map_err(|reason| ModelError::Session {
+            path: path.into(),
+            reason,
+        })?;
+        let metadata = session.metadata().map_err(|e| ModelError::Session {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        let contract = ModelContract::from_metadata(|k| metadata.custom(k)).map_err(|source| {
+            ModelError::Contract {
+                path: path.into(),
+                source,
+            }
+        })?;
         drop(metadata);
 
-        let mismatch = |reason: String| ModelError::Mismatch { path: path.into(), reason };
+        let mismatch = |reason: String| ModelError::Mismatch {
+            path: path.into(),
+            reason,
+        };
         let [input] = session.inputs() else {
-            return Err(mismatch(format!("expected one input, found {}", session.inputs().len())));
+            return Err(mismatch(format!(
+                "expected one input, found {}",
+                session.inputs().len()
+            )));
         };
         let [output] = session.outputs() else {
-            return Err(mismatch(format!("expected one output, found {}", session.outputs().len())));
+            return Err(mismatch(format!(
+                "expected one output, found {}",
+                session.outputs().len()
+            )));
         };
         let in_shape = input
             .dtype()
@@ -117,9 +143,17 @@ impl Model {
     }
 
     /// A new session for one worker, warmed up with one run on a zero frame.
-    pub fn encoder(&self, runtime: &Runtime, intra_op_threads: usize) -> Result<Encoder, ModelError> {
-        let session = new_session(runtime, &self.bytes, intra_op_threads)
-            .map_err(|reason| ModelError::Session { path: self.path.clone(), reason })?;
+    pub fn encoder(
+        &self,
+        runtime: &Runtime,
+        intra_op_threads: usize,
+    ) -> Result<Encoder, ModelError> {
+        let session = new_session(runtime, &self.bytes, intra_op_threads).map_err(|reason| {
+            ModelError::Session {
+                path: self.path.clone(),
+                reason,
+            }
+        })?;
         let mut encoder = Encoder {
             session,
             input_name: self.input_name.clone(),
@@ -133,14 +167,19 @@ impl Model {
             dim: self.contract.embedding_dim,
         };
         let zeros = vec![0.0f32; self.contract.input_len()];
-        encoder
-            .embed(&zeros)
-            .map_err(|e| ModelError::Session { path: self.path.clone(), reason: format!("warm-up run failed: {e}") })?;
+        encoder.embed(&zeros).map_err(|e| ModelError::Session {
+            path: self.path.clone(),
+            reason: format!("warm-up run failed: {e}"),
+        })?;
         Ok(encoder)
     }
 }
 
-fn new_session(runtime: &Runtime, bytes: &[u8], intra_op_threads: usize) -> Result<Session, String> {
+fn new_session(
+    runtime: &Runtime,
+    bytes: &[u8],
+    intra_op_threads: usize,
+) -> Result<Session, String> {
     Session::builder(&runtime.environment)
         .and_then(|b| Ok(b.with_intra_threads(intra_op_threads)?))
         .and_then(|b| Ok(b.with_inter_threads(1)?))
@@ -161,7 +200,8 @@ impl Encoder {
     /// Runs the model on one preprocessed tensor (C·H·W values) and returns its embedding,
     /// checked for dimension and finiteness.
     pub fn embed(&mut self, tensor: &[f32]) -> Result<Vec<f32>, EncodeError> {
-        let input = TensorRef::from_array_view((self.shape, tensor)).map_err(|e| EncodeError::Run(e.to_string()))?;
+        let input = TensorRef::from_array_view((self.shape, tensor))
+            .map_err(|e| EncodeError::Run(e.to_string()))?;
         let outputs = self
             .session
             .run(ort::inputs![self.input_name.as_str() => input])
@@ -173,7 +213,10 @@ impl Encoder {
             .try_extract_tensor::<f32>()
             .map_err(|e| EncodeError::Run(e.to_string()))?;
         if data.len() != self.dim {
-            return Err(EncodeError::Dimension { got: data.len(), want: self.dim });
+            return Err(EncodeError::Dimension {
+                got: data.len(),
+                want: self.dim,
+            });
         }
         if let Some((index, &value)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(EncodeError::NonFinite { index, value });

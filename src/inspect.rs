@@ -33,7 +33,11 @@ pub struct Inspector {
 
 impl Inspector {
     pub fn new(pre: Preprocessor, encoder: Encoder) -> Self {
-        Self { pre, encoder, tensor: Vec::new() }
+        Self {
+            pre,
+            encoder,
+            tensor: Vec::new(),
+        }
     }
 
     /// The embedding of one frame.
@@ -52,11 +56,17 @@ impl Inspector {
     pub fn inspect(&mut self, payload: Result<&Payload, &str>, scorer: &Scorer) -> Outcome {
         let payload = match payload {
             Ok(p) => p,
-            Err(reason) => return Outcome::Error { reason: reason.to_string() },
+            Err(reason) => {
+                return Outcome::Error {
+                    reason: reason.to_string(),
+                };
+            }
         };
         match self.embed(payload) {
             Ok(embedding) => scorer.outcome(&embedding),
-            Err(e) => Outcome::Error { reason: e.to_string() },
+            Err(e) => Outcome::Error {
+                reason: e.to_string(),
+            },
         }
     }
 }
@@ -96,7 +106,9 @@ impl Scorer {
                 soart3: s.soart3,
                 reference_index: s.nearest,
             },
-            None => Outcome::Error { reason: "the reference set is empty".into() },
+            None => Outcome::Error {
+                reason: "the reference set is empty".into(),
+            },
         }
     }
 }

@@ -25,18 +25,40 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => {
-            let opts = RunOptions { images: None, labels: None, wait_clients: 0, replay: false };
+            let opts = RunOptions {
+                images: None,
+                labels: None,
+                wait_clients: 0,
+                replay: false,
+            };
             commands::run(&config, opts).map(drop)
         }
-        Command::Replay { config, images, labels, wait_clients } => {
-            let summary = commands::run(&config, RunOptions { images, labels, wait_clients, replay: true })?;
+        Command::Replay {
+            config,
+            images,
+            labels,
+            wait_clients,
+        } => {
+            let summary = commands::run(
+                &config,
+                RunOptions {
+                    images,
+                    labels,
+                    wait_clients,
+                    replay: true,
+                },
+            )?;
             eprint!("{summary}");
             Ok(())
         }
         Command::Check { config } => commands::check(&config).map(|report| println!("{report}")),
-        Command::Enroll { config, images, out, false_reject_rate } => {
-            commands::enroll(&config, &images, &out, false_reject_rate).map(|report| println!("{report}"))
-        }
+        Command::Enroll {
+            config,
+            images,
+            out,
+            false_reject_rate,
+        } => commands::enroll(&config, &images, &out, false_reject_rate)
+            .map(|report| println!("{report}")),
     }
 }
 
@@ -45,7 +67,9 @@ fn init_logging(filter: &str, format: LogFormat) {
         eprintln!("inspectord: bad log filter {filter:?} ({e}); using `info`");
         tracing_subscriber::EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

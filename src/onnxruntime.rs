@@ -16,7 +16,11 @@ use std::sync::OnceLock;
 
 /// The library's file name on this platform (`libonnxruntime.so` on Linux).
 pub fn library_file_name() -> String {
-    format!("{}onnxruntime{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
+    format!(
+        "{}onnxruntime{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
 }
 
 /// Where a candidate came from, for messages.
@@ -65,28 +69,51 @@ pub enum RuntimeError {
     )]
     NotFound { tried: Vec<String> },
     #[error("cannot load ONNX Runtime from {path} ({origin}): {reason}")]
-    Load { origin: Origin, path: PathBuf, reason: String },
+    Load {
+        origin: Origin,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("cannot create the ONNX Runtime environment: {0}")]
     Environment(String),
 }
 
 /// The candidates in search order, given the configured path and the environment.
-pub fn candidates(configured: Option<&Path>, env_path: Option<&str>, exe_dir: Option<&Path>) -> Vec<Candidate> {
+pub fn candidates(
+    configured: Option<&Path>,
+    env_path: Option<&str>,
+    exe_dir: Option<&Path>,
+) -> Vec<Candidate> {
     let name = library_file_name();
     let mut out = Vec::new();
     if let Some(p) = configured {
-        out.push(Candidate { origin: Origin::ConfigKey, path: p.to_path_buf() });
+        out.push(Candidate {
+            origin: Origin::ConfigKey,
+            path: p.to_path_buf(),
+        });
     }
     if let Some(p) = env_path.filter(|s| !s.is_empty()) {
-        out.push(Candidate { origin: Origin::EnvVar, path: PathBuf::from(p) });
+        out.push(Candidate {
+            origin: Origin::EnvVar,
+            path: PathBuf::from(p),
+        });
     }
     if let Some(dir) = exe_dir {
-        out.push(Candidate { origin: Origin::NextToExecutable, path: dir.join(&name) });
+        out.push(Candidate {
+            origin: Origin::NextToExecutable,
+            path: dir.join(&name),
+        });
     }
     for dir in provisioned_dirs() {
-        out.push(Candidate { origin: Origin::Provisioned, path: dir.join(&name) });
+        out.push(Candidate {
+            origin: Origin::Provisioned,
+            path: dir.join(&name),
+        });
     }
-    out.push(Candidate { origin: Origin::SystemPath, path: PathBuf::from(&name) });
+    out.push(Candidate {
+        origin: Origin::SystemPath,
+        path: PathBuf::from(&name),
+    });
     out
 }
 
@@ -115,7 +142,9 @@ pub fn init(configured: Option<&Path>) -> Result<&'static Runtime, RuntimeError>
         return Ok(rt);
     }
     let env_path = std::env::var("ORT_DYLIB_PATH").ok();
-    let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
     let mut tried = Vec::new();
     for cand in candidates(configured, env_path.as_deref(), exe_dir.as_deref()) {
         let is_bare_name = cand.origin == Origin::SystemPath;
@@ -127,7 +156,11 @@ pub fn init(configured: Option<&Path>) -> Result<&'static Runtime, RuntimeError>
                     reason: "no such file".into(),
                 });
             }
-            tried.push(format!("{} ({}): not there", cand.path.display(), cand.origin));
+            tried.push(format!(
+                "{} ({}): not there",
+                cand.path.display(),
+                cand.origin
+            ));
             continue;
         }
         match ort::init_from(&cand.path) {
@@ -143,11 +176,19 @@ pub fn init(configured: Option<&Path>) -> Result<&'static Runtime, RuntimeError>
                     build = ort::info(),
                     "loaded ONNX Runtime"
                 );
-                let rt = Runtime { path: cand.path, origin: cand.origin, environment };
+                let rt = Runtime {
+                    path: cand.path,
+                    origin: cand.origin,
+                    environment,
+                };
                 return Ok(RUNTIME.get_or_init(|| rt));
             }
             Err(e) if cand.explicit() || !is_bare_name && version_problem(&e) => {
-                return Err(RuntimeError::Load { origin: cand.origin, path: cand.path, reason: e.to_string() });
+                return Err(RuntimeError::Load {
+                    origin: cand.origin,
+                    path: cand.path,
+                    reason: e.to_string(),
+                });
             }
             Err(e) => tried.push(format!("{} ({}): {e}", cand.path.display(), cand.origin)),
         }
@@ -166,19 +207,30 @@ mod tests {
 
     #[test]
     fn search_order_is_config_env_exe_provisioned_system() {
-        let c = candidates(Some(Path::new("/cfg/lib.so")), Some("/env/lib.so"), Some(Path::new("/opt/bin")));
+        let c = candidates(
+            Some(Path::new("/cfg/lib.so")),
+            Some("/env/lib.so"),
+            Some(Path::new("/opt/bin")),
+        );
         let origins: Vec<_> = c.iter().map(|c| c.origin.clone()).collect();
         assert_eq!(origins[0], Origin::ConfigKey);
         assert_eq!(origins[1], Origin::EnvVar);
         assert_eq!(origins[2], Origin::NextToExecutable);
         assert_eq!(c[2].path, Path::new("/opt/bin").join(library_file_name()));
-        assert!(origins[3..origins.len() - 1].iter().all(|o| *o == Origin::Provisioned));
+        assert!(
+            origins[3..origins.len() - 1]
+                .iter()
+                .all(|o| *o == Origin::Provisioned)
+        );
         assert_eq!(*origins.last().unwrap(), Origin::SystemPath);
     }
 
     #[test]
     fn empty_env_var_is_ignored() {
         let c = candidates(None, Some(""), None);
-        assert!(c.iter().all(|c| c.origin != Origin::EnvVar && c.origin != Origin::ConfigKey));
+        assert!(
+            c.iter()
+                .all(|c| c.origin != Origin::EnvVar && c.origin != Origin::ConfigKey)
+        );
     }
 }

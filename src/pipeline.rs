@@ -41,7 +41,10 @@ pub type SharedScorer = Arc<RwLock<Arc<Scorer>>>;
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("cannot start thread {name}: {source}")]
-    Spawn { name: String, source: std::io::Error },
+    Spawn {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("thread {0} panicked")]
@@ -82,11 +85,16 @@ fn spawn<T: Send + 'static>(
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(f)
-        .map_err(|source| PipelineError::Spawn { name: name.to_string(), source })
+        .map_err(|source| PipelineError::Spawn {
+            name: name.to_string(),
+            source,
+        })
 }
 
 fn join<T>(name: &str, handle: JoinHandle<T>) -> Result<T, PipelineError> {
-    handle.join().map_err(|_| PipelineError::Panicked(name.to_string()))
+    handle
+        .join()
+        .map_err(|_| PipelineError::Panicked(name.to_string()))
 }
 
 /// Runs the pipeline to the end of the source or a stop signal; returns the run's summary.
@@ -105,10 +113,17 @@ pub fn run(p: Pipeline) -> Result<Summary, PipelineError> {
         handle_signals,
     } = p;
 
-    let signals = if handle_signals { Some(watch_signals(&stop)?) } else { None };
+    let signals = if handle_signals {
+        Some(watch_signals(&stop)?)
+    } else {
+        None
+    };
 
     let (broadcaster, socket_thread) = match socket {
-        Some((server, broadcaster)) => (Some(broadcaster), Some(spawn("socket", move || server.run())?)),
+        Some((server, broadcaster)) => (
+            Some(broadcaster),
+            Some(spawn("socket", move || server.run())?),
+        ),
         None => (None, None),
     };
 
@@ -122,7 +137,10 @@ pub fn run(p: Pipeline) -> Result<Summary, PipelineError> {
     let source_thread = spawn("source", move || {
         if wait_clients > 0 {
             let connected = connected.unwrap_or_default();
-            tracing::info!(wait_clients, "holding the source until enough verdict clients are connected");
+            tracing::info!(
+                wait_clients,
+                "holding the source until enough verdict clients are connected"
+            );
             while connected.load(Ordering::SeqCst) < wait_clients {
                 if source_stop.sleep(Duration::from_millis(10)) {
                     return 0;
@@ -136,7 +154,11 @@ pub fn run(p: Pipeline) -> Result<Summary, PipelineError> {
                 break;
             }
         }
-        tracing::debug!(frames = seq, stopped = source_stop.is_raised(), "source ended");
+        tracing::debug!(
+            frames = seq,
+            stopped = source_stop.is_raised(),
+            "source ended"
+        );
         seq
     })?;
 
@@ -158,7 +180,9 @@ pub fn run(p: Pipeline) -> Result<Summary, PipelineError> {
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         inspector.inspect(payload, &scorer)
                     }))
-                    .unwrap_or_else(|_| Outcome::Error { reason: "internal error: inspection panicked".into() });
+                    .unwrap_or_else(|_| Outcome::Error {
+                        reason: "internal error: inspection panicked".into(),
+                    });
                     let verdict = Verdict {
                         seq,
                         source: source_name.clone(),
@@ -180,7 +204,11 @@ pub fn run(p: Pipeline) -> Result<Summary, PipelineError> {
 
     // sequencer
     let sequencer = spawn("sequencer", move || {
-        let mut sink = Sinks { stdout: stdout.then(std::io::stdout), broadcaster, labels };
+        let mut sink = Sinks {
+            stdout: stdout.then(std::io::stdout),
+            broadcaster,
+            labels,
+        };
         let mut summary = Summary::new(sink.labels.as_ref());
         let mut first_taken = None;
         let mut pending = BTreeMap::new();
@@ -248,7 +276,8 @@ type SignalWatch = (signal_hook::iterator::Handle, JoinHandle<()>);
 
 fn watch_signals(stop: &StopSignal) -> Result<SignalWatch, PipelineError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(PipelineError::Signals)?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(PipelineError::Signals)?;
     let handle = signals.handle();
     let stop = stop.clone();
     let thread = spawn("signals", move || {
@@ -257,7 +286,10 @@ fn watch_signals(stop: &StopSignal) -> Result<SignalWatch, PipelineError> {
                 tracing::warn!(signal, "second stop signal: exiting without draining");
                 std::process::exit(130);
             }
-            tracing::info!(signal, "stop signal: taking no new frames, draining those already taken");
+            tracing::info!(
+                signal,
+                "stop signal: taking no new frames, draining those already taken"
+            );
             stop.raise();
         }
     })?;
@@ -268,4 +300,3 @@ fn watch_signals(stop: &StopSignal) -> Result<SignalWatch, PipelineError> {
 pub fn shared_scorer(scorer: Scorer) -> SharedScorer {
     Arc::new(RwLock::new(Arc::new(scorer)))
 }
-

@@ -4,7 +4,8 @@
 //! implementation shared by `run`, `replay` and `enroll`; the Python evaluation in `models/`
 //! implements the same steps, so embeddings agree to 1e-4:
 //!
-//! 1. convert to the model's channels (8-bit grayscale or RGB),
+//! 1. convert to the model's channels (8-bit grayscale by ITU-R 601-2 luma, as Pillow's
+//!    `convert("L")`, or 8-bit RGB),
 //! 2. multiply by `pixel_scale` in `f32`,
 //! 3. resize to the input size with the contract's filter (`fast_image_resize`, `f32` pixels,
 //!    no intermediate rounding; `box` on an integer factor is the exact block mean),
@@ -85,7 +86,11 @@ impl Preprocessor {
     }
 
     /// Writes the NCHW tensor of `image` into `out` (resized to C·H·W values).
-    pub fn tensor(&mut self, image: &DynamicImage, out: &mut Vec<f32>) -> Result<(), PreprocessError> {
+    pub fn tensor(
+        &mut self,
+        image: &DynamicImage,
+        out: &mut Vec<f32>,
+    ) -> Result<(), PreprocessError> {
         let (width, height) = (image.width(), image.height());
         if width == 0 || height == 0 {
             return Err(PreprocessError::NoPixels { width, height });
@@ -95,25 +100,46 @@ impl Preprocessor {
         self.scaled.clear();
         if c == 1 {
             match image {
-                DynamicImage::ImageLuma8(g) => {
-                    self.scaled.extend(g.as_raw().iter().map(|&p| f32::from(p) * scale))
-                }
-                other => self
+                DynamicImage::ImageLuma8(g) => self
                     .scaled
-                    .extend(other.to_luma8().as_raw().iter().map(|&p| f32::from(p) * scale)),
+                    .extend(g.as_raw().iter().map(|&p| f32::from(p) * scale)),
+                DynamicImage::ImageLuma16(_)
+                | DynamicImage::ImageLumaA8(_)
+                | DynamicImage::ImageLumaA16(_) => self.scaled.extend(
+                    image
+                        .to_luma8()
+                        .as_raw()
+                        .iter()
+                        .map(|&p| f32::from(p) * scale),
+                ),
+                other => self.scaled.extend(
+                    other
+                        .to_rgb8()
+                        .as_raw()
+                        .chunks_exact(3)
+                        .map(|p| f32::from(luma_601(p)) * scale),
+                ),
             }
         } else {
             match image {
-                DynamicImage::ImageRgb8(rgb) => {
-                    self.scaled.extend(rgb.as_raw().iter().map(|&p| f32::from(p) * scale))
-                }
-                other => self
+                DynamicImage::ImageRgb8(rgb) => self
                     .scaled
-                    .extend(other.to_rgb8().as_raw().iter().map(|&p| f32::from(p) * scale)),
+                    .extend(rgb.as_raw().iter().map(|&p| f32::from(p) * scale)),
+                other => self.scaled.extend(
+                    other
+                        .to_rgb8()
+                        .as_raw()
+                        .iter()
+                        .map(|&p| f32::from(p) * scale),
+                ),
             }
         }
 
-        let pixel_type = if c == 1 { fir::PixelType::F32 } else { fir::PixelType::F32x3 };
+        let pixel_type = if c == 1 {
+            fir::PixelType::F32
+        } else {
+            fir::PixelType::F32x3
+        };
         let (w, h) = (self.contract.width, self.contract.height);
         if (width, height) == (w, h) {
             self.resized.copy_from_slice(&self.scaled);
@@ -151,6 +177,13 @@ impl Preprocessor {
     }
 }
 
+/// 8-bit luma of an RGB pixel by ITU-R 601-2, in Pillow's fixed-point form (`convert("L")`),
+/// so colour frames become the same gray values as in the Python training and evaluation.
+pub fn luma_601(rgb: &[u8]) -> u8 {
+    let [r, g, b] = [rgb[0], rgb[1], rgb[2]].map(u32::from);
+    ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,7 +211,8 @@ mod tests {
         let img = GrayImage::from_fn(4, 4, |x, y| Luma([(10 * y + x) as u8 * 5]));
         let mut p = Preprocessor::new(contract(2, 2, 1));
         let mut out = Vec::new();
-        p.tensor(&DynamicImage::ImageLuma8(img.clone()), &mut out).unwrap();
+        p.tensor(&DynamicImage::ImageLuma8(img.clone()), &mut out)
+            .unwrap();
         for by in 0..2u32 {
             for bx in 0..2u32 {
                 let mut sum = 0.0f32;
@@ -189,7 +223,10 @@ mod tests {
                 }
                 let want = (sum / 4.0 - 0.5) / 0.25;
                 let got = out[(by * 2 + bx) as usize];
-                assert!((got - want).abs() < 1e-6, "block ({bx},{by}): {got} vs {want}");
+                assert!(
+                    (got - want).abs() < 1e-6,
+                    "block ({bx},{by}): {got} vs {want}"
+                );
             }
         }
     }
@@ -217,6 +254,16 @@ mod tests {
     }
 
     #[test]
+    fn colour_to_gray_matches_pillow() {
+        // Values from Pillow 13.0: Image.new("RGB", (1, 1), c).convert("L").getpixel((0, 0))
+        assert_eq!(luma_601(&[255, 0, 0]), 76);
+        assert_eq!(luma_601(&[0, 255, 0]), 150);
+        assert_eq!(luma_601(&[0, 0, 255]), 29);
+        assert_eq!(luma_601(&[255, 255, 255]), 255);
+        assert_eq!(luma_601(&[10, 200, 30]), 124);
+    }
+
+    #[test]
     fn empty_and_corrupt_bytes_are_errors() {
         assert!(matches!(decode(&[]), Err(PreprocessError::Empty)));
         let mut png = Vec::new();
@@ -225,6 +272,9 @@ mod tests {
             .unwrap();
         png.truncate(png.len() / 2);
         assert!(matches!(decode(&png), Err(PreprocessError::Decode(_))));
-        assert!(matches!(decode(b"not an image at all"), Err(PreprocessError::Decode(_))));
+        assert!(matches!(
+            decode(b"not an image at all"),
+            Err(PreprocessError::Decode(_))
+        ));
     }
 }

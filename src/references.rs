@@ -23,20 +23,39 @@ pub const TENSOR: &str = "references";
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
     #[error("cannot read references {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write references {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("references {path} are not a valid safetensors file: {reason}")]
     Format { path: PathBuf, reason: String },
     #[error("references {path}: metadata `{key}` {problem}")]
-    Metadata { path: PathBuf, key: &'static str, problem: String },
+    Metadata {
+        path: PathBuf,
+        key: &'static str,
+        problem: String,
+    },
     #[error(
         "references {path} were made by a different model (their model_sha256 is {theirs}, the loaded model {model} \
          has {ours}); enroll them again with this model: inspectord enroll --config ... --images ... --out {path}"
     )]
-    OtherModel { path: PathBuf, model: PathBuf, theirs: String, ours: String },
+    OtherModel {
+        path: PathBuf,
+        model: PathBuf,
+        theirs: String,
+        ours: String,
+    },
     #[error("references {path} hold embeddings of dimension {theirs}, the model produces {ours}")]
-    Dimension { path: PathBuf, theirs: usize, ours: usize },
+    Dimension {
+        path: PathBuf,
+        theirs: usize,
+        ours: usize,
+    },
 }
 
 /// What a reference file says besides its embeddings.
@@ -56,7 +75,12 @@ pub struct ReferenceMeta {
 
 impl ReferenceMeta {
     pub fn scoring(&self) -> Scoring {
-        Scoring { kind: self.kind, k: self.k, orders: self.orders, threshold: self.threshold }
+        Scoring {
+            kind: self.kind,
+            k: self.k,
+            orders: self.orders,
+            threshold: self.threshold,
+        }
     }
 }
 
@@ -72,8 +96,16 @@ pub struct ReferenceSet {
 
 impl ReferenceSet {
     /// Loads and validates a reference file against the model that will score with it.
-    pub fn load(path: &Path, model_sha256: &str, model_path: &Path, dim: usize) -> Result<Self, ReferenceError> {
-        let bytes = std::fs::read(path).map_err(|source| ReferenceError::Read { path: path.into(), source })?;
+    pub fn load(
+        path: &Path,
+        model_sha256: &str,
+        model_path: &Path,
+        dim: usize,
+    ) -> Result<Self, ReferenceError> {
+        let bytes = std::fs::read(path).map_err(|source| ReferenceError::Read {
+            path: path.into(),
+            source,
+        })?;
         let set = Self::parse(path, &bytes)?;
         if set.meta.model_sha256 != model_sha256 {
             return Err(ReferenceError::OtherModel {
@@ -84,27 +116,43 @@ impl ReferenceSet {
             });
         }
         if set.embeddings.dim != dim {
-            return Err(ReferenceError::Dimension { path: path.into(), theirs: set.embeddings.dim, ours: dim });
+            return Err(ReferenceError::Dimension {
+                path: path.into(),
+                theirs: set.embeddings.dim,
+                ours: dim,
+            });
         }
         Ok(set)
     }
 
     /// Parses a reference file's bytes (no model check).
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, ReferenceError> {
-        let format_err = |reason: String| ReferenceError::Format { path: path.into(), reason };
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format_err(e.to_string()))?;
+        let format_err = |reason: String| ReferenceError::Format {
+            path: path.into(),
+            reason,
+        };
+        let (_, header) =
+            SafeTensors::read_metadata(bytes).map_err(|e| format_err(e.to_string()))?;
         let tensors = SafeTensors::deserialize(bytes).map_err(|e| format_err(e.to_string()))?;
         let view = tensors
             .tensor(TENSOR)
             .map_err(|_| format_err(format!("no tensor named `{TENSOR}`")))?;
         if view.dtype() != Dtype::F32 {
-            return Err(format_err(format!("tensor `{TENSOR}` is {:?}, expected F32", view.dtype())));
+            return Err(format_err(format!(
+                "tensor `{TENSOR}` is {:?}, expected F32",
+                view.dtype()
+            )));
         }
         let &[count, dim] = view.shape() else {
-            return Err(format_err(format!("tensor `{TENSOR}` has shape {:?}, expected [count, dim]", view.shape())));
+            return Err(format_err(format!(
+                "tensor `{TENSOR}` has shape {:?}, expected [count, dim]",
+                view.shape()
+            )));
         };
         if count == 0 || dim == 0 {
-            return Err(format_err(format!("tensor `{TENSOR}` is empty ({count}x{dim})")));
+            return Err(format_err(format!(
+                "tensor `{TENSOR}` is empty ({count}x{dim})"
+            )));
         }
         let data: Vec<f32> = view
             .data()
@@ -112,36 +160,61 @@ impl ReferenceSet {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(format_err(format!("embedding {} holds a non-finite value", i / dim)));
+            return Err(format_err(format!(
+                "embedding {} holds a non-finite value",
+                i / dim
+            )));
         }
 
         let empty = HashMap::new();
         let md = header.metadata().as_ref().unwrap_or(&empty);
-        let meta_err = |key: &'static str, problem: String| ReferenceError::Metadata { path: path.into(), key, problem };
-        let get = |key: &'static str| md.get(key).map(String::as_str).ok_or_else(|| meta_err(key, "is missing".into()));
+        let meta_err = |key: &'static str, problem: String| ReferenceError::Metadata {
+            path: path.into(),
+            key,
+            problem,
+        };
+        let get = |key: &'static str| {
+            md.get(key)
+                .map(String::as_str)
+                .ok_or_else(|| meta_err(key, "is missing".into()))
+        };
         fn parse<T: std::str::FromStr>(
             key: &'static str,
             v: &str,
             err: impl Fn(&'static str, String) -> ReferenceError,
         ) -> Result<T, ReferenceError> {
-            v.trim().parse::<T>().map_err(|_| err(key, format!("is not valid: {v:?}")))
+            v.trim()
+                .parse::<T>()
+                .map_err(|_| err(key, format!("is not valid: {v:?}")))
         }
 
         let format = get("format")?;
         if format != FORMAT {
-            return Err(meta_err("format", format!("is {format:?}, expected {FORMAT:?}")));
+            return Err(meta_err(
+                "format",
+                format!("is {format:?}, expected {FORMAT:?}"),
+            ));
         }
         let version = get("format_version")?;
         if version != FORMAT_VERSION {
-            return Err(meta_err("format_version", format!("is {version:?}, this daemon reads {FORMAT_VERSION:?}")));
+            return Err(meta_err(
+                "format_version",
+                format!("is {version:?}, this daemon reads {FORMAT_VERSION:?}"),
+            ));
         }
         let declared_dim: usize = parse("embedding_dim", get("embedding_dim")?, meta_err)?;
         if declared_dim != dim {
-            return Err(meta_err("embedding_dim", format!("says {declared_dim}, the tensor has {dim}")));
+            return Err(meta_err(
+                "embedding_dim",
+                format!("says {declared_dim}, the tensor has {dim}"),
+            ));
         }
         let declared_count: usize = parse("count", get("count")?, meta_err)?;
         if declared_count != count {
-            return Err(meta_err("count", format!("says {declared_count}, the tensor has {count}")));
+            return Err(meta_err(
+                "count",
+                format!("says {declared_count}, the tensor has {count}"),
+            ));
         }
         let threshold: f64 = parse("threshold", get("threshold")?, meta_err)?;
         if !threshold.is_finite() {
@@ -149,14 +222,29 @@ impl ReferenceSet {
         }
         let kind = match md.get("score") {
             None => ScoreKind::Eta,
-            Some(s) => ScoreKind::parse(s).ok_or_else(|| meta_err("score", format!("must be eta or gamma, got {s:?}")))?,
+            Some(s) => ScoreKind::parse(s)
+                .ok_or_else(|| meta_err("score", format!("must be eta or gamma, got {s:?}")))?,
         };
-        let k: usize = md.get("k").map(|v| parse("k", v, meta_err)).transpose()?.unwrap_or(1);
-        let eta_p: f64 = md.get("eta_p").map(|v| parse("eta_p", v, meta_err)).transpose()?.unwrap_or(Orders::DEFAULT.eta_p);
-        let gamma_p: f64 =
-            md.get("gamma_p").map(|v| parse("gamma_p", v, meta_err)).transpose()?.unwrap_or(Orders::DEFAULT.gamma_p);
+        let k: usize = md
+            .get("k")
+            .map(|v| parse("k", v, meta_err))
+            .transpose()?
+            .unwrap_or(1);
+        let eta_p: f64 = md
+            .get("eta_p")
+            .map(|v| parse("eta_p", v, meta_err))
+            .transpose()?
+            .unwrap_or(Orders::DEFAULT.eta_p);
+        let gamma_p: f64 = md
+            .get("gamma_p")
+            .map(|v| parse("gamma_p", v, meta_err))
+            .transpose()?
+            .unwrap_or(Orders::DEFAULT.gamma_p);
         if k == 0 || eta_p < 1.0 || gamma_p < 1.0 {
-            return Err(meta_err("k", format!("k/eta_p/gamma_p out of range ({k}, {eta_p}, {gamma_p})")));
+            return Err(meta_err(
+                "k",
+                format!("k/eta_p/gamma_p out of range ({k}, {eta_p}, {gamma_p})"),
+            ));
         }
         let text = |key: &str| md.get(key).cloned().unwrap_or_default();
         let meta = ReferenceMeta {
@@ -179,10 +267,20 @@ impl ReferenceSet {
     }
 
     /// Writes a reference file atomically (temporary file + rename) and returns its bytes.
-    pub fn write(path: &Path, embeddings: &Embeddings, meta: &ReferenceMeta) -> Result<Vec<u8>, ReferenceError> {
-        let bytes = serialize(embeddings, meta).map_err(|reason| ReferenceError::Format { path: path.into(), reason })?;
+    pub fn write(
+        path: &Path,
+        embeddings: &Embeddings,
+        meta: &ReferenceMeta,
+    ) -> Result<Vec<u8>, ReferenceError> {
+        let bytes = serialize(embeddings, meta).map_err(|reason| ReferenceError::Format {
+            path: path.into(),
+            reason,
+        })?;
         let tmp = path.with_extension("safetensors.tmp");
-        let write_err = |source| ReferenceError::Write { path: path.into(), source };
+        let write_err = |source| ReferenceError::Write {
+            path: path.into(),
+            source,
+        };
         std::fs::write(&tmp, &bytes).map_err(write_err)?;
         std::fs::rename(&tmp, path).map_err(write_err)?;
         Ok(bytes)
@@ -191,7 +289,8 @@ impl ReferenceSet {
 
 fn serialize(embeddings: &Embeddings, meta: &ReferenceMeta) -> Result<Vec<u8>, String> {
     let raw: &[u8] = bytemuck::cast_slice(&embeddings.data);
-    let view = TensorView::new(Dtype::F32, vec![embeddings.len(), embeddings.dim], raw).map_err(|e| e.to_string())?;
+    let view = TensorView::new(Dtype::F32, vec![embeddings.len(), embeddings.dim], raw)
+        .map_err(|e| e.to_string())?;
     let md: HashMap<String, String> = [
         ("format", FORMAT.to_string()),
         ("format_version", FORMAT_VERSION.to_string()),
@@ -236,7 +335,10 @@ mod tests {
     fn round_trip_and_model_check() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.safetensors");
-        let emb = Embeddings { dim: 2, data: vec![1.0, 2.0, -3.5, 4.25] };
+        let emb = Embeddings {
+            dim: 2,
+            data: vec![1.0, 2.0, -3.5, 4.25],
+        };
         let bytes = ReferenceSet::write(&path, &emb, &meta()).unwrap();
         let set = ReferenceSet::load(&path, &"ab".repeat(32), Path::new("m.onnx"), 2).unwrap();
         assert_eq!(set.embeddings, emb);

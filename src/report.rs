@@ -39,8 +39,14 @@ impl Labels {
     /// Labels: `good`/`pass`/`0` or `defective`/`fail`/`1`. `file` is matched against the
     /// frame id (the file name).
     pub fn load(path: &Path) -> Result<Labels, LabelsError> {
-        let read = |reason: String| LabelsError::Read { path: path.into(), reason };
-        let invalid = |reason: String| LabelsError::Invalid { path: path.into(), reason };
+        let read = |reason: String| LabelsError::Read {
+            path: path.into(),
+            reason,
+        };
+        let invalid = |reason: String| LabelsError::Invalid {
+            path: path.into(),
+            reason,
+        };
         let mut reader = csv::Reader::from_path(path).map_err(|e| read(e.to_string()))?;
         let headers = reader.headers().map_err(|e| read(e.to_string()))?.clone();
         let col = |name: &str| headers.iter().position(|h| h.trim() == name);
@@ -52,16 +58,25 @@ impl Labels {
             let record = record.map_err(|e| read(e.to_string()))?;
             let line = i + 2;
             let file = record.get(file_col).unwrap_or("").trim();
-            let name = Path::new(file).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = Path::new(file)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let defective = match record.get(label_col).unwrap_or("").trim() {
                 "defective" | "fail" | "1" => true,
                 "good" | "pass" | "0" => false,
                 other => return Err(invalid(format!("line {line}: unknown label {other:?}"))),
             };
-            let group = group_col.and_then(|c| record.get(c)).map(|g| g.trim().to_string()).filter(|g| !g.is_empty());
+            let group = group_col
+                .and_then(|c| record.get(c))
+                .map(|g| g.trim().to_string())
+                .filter(|g| !g.is_empty());
             rows.insert(name, Label { defective, group });
         }
-        Ok(Labels { path: path.into(), rows })
+        Ok(Labels {
+            path: path.into(),
+            rows,
+        })
     }
 
     pub fn get(&self, frame: &str) -> Option<&Label> {
@@ -106,7 +121,11 @@ impl Confusion {
 
     pub fn f1(&self) -> f64 {
         let (p, r) = (self.precision(), self.recall());
-        if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+        if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        }
     }
 }
 
@@ -141,7 +160,10 @@ pub struct LabelledSummary {
 impl Summary {
     pub fn new(with_labels: Option<&Labels>) -> Self {
         Summary {
-            labelled: with_labels.map(|l| LabelledSummary { labels_path: l.path.clone(), ..Default::default() }),
+            labelled: with_labels.map(|l| LabelledSummary {
+                labels_path: l.path.clone(),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -149,14 +171,21 @@ impl Summary {
     pub fn record(&mut self, v: &Verdict, latency: Duration, labels: Option<&Labels>) {
         self.frames += 1;
         if self.latencies_us.len() < MAX_LATENCIES {
-            self.latencies_us.push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+            self.latencies_us
+                .push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
         }
         let predicted = match &v.outcome {
-            Outcome::Inspected { decision: Decision::Pass, .. } => {
+            Outcome::Inspected {
+                decision: Decision::Pass,
+                ..
+            } => {
                 self.pass += 1;
                 Some(false)
             }
-            Outcome::Inspected { decision: Decision::Fail, .. } => {
+            Outcome::Inspected {
+                decision: Decision::Fail,
+                ..
+            } => {
                 self.fail += 1;
                 Some(true)
             }
@@ -165,14 +194,19 @@ impl Summary {
                 None
             }
         };
-        let (Some(labels), Some(ls)) = (labels, self.labelled.as_mut()) else { return };
+        let (Some(labels), Some(ls)) = (labels, self.labelled.as_mut()) else {
+            return;
+        };
         match (labels.get(&v.frame), predicted) {
             (None, _) => ls.unlabelled += 1,
             (Some(_), None) => ls.errors_labelled += 1,
             (Some(label), Some(pred)) => {
                 ls.overall.add(label.defective, pred);
                 if let Some(g) = &label.group {
-                    ls.by_group.entry(g.clone()).or_default().add(label.defective, pred);
+                    ls.by_group
+                        .entry(g.clone())
+                        .or_default()
+                        .add(label.defective, pred);
                 }
             }
         }
@@ -193,7 +227,11 @@ impl Summary {
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.elapsed.as_secs_f64();
-        let fps = if secs > 0.0 { self.frames as f64 / secs } else { 0.0 };
+        let fps = if secs > 0.0 {
+            self.frames as f64 / secs
+        } else {
+            0.0
+        };
         writeln!(
             f,
             "{} frames in {secs:.2} s ({fps:.1} frames/s): {} pass, {} fail, {} error",
@@ -218,9 +256,20 @@ impl fmt::Display for Summary {
                 ls.errors_labelled
             )?;
             writeln!(f, "confusion matrix (positive = defective):")?;
-            writeln!(f, "                     predicted good  predicted defective")?;
-            writeln!(f, "  actual good        {:>14}  {:>19}", c.true_neg, c.false_pos)?;
-            writeln!(f, "  actual defective   {:>14}  {:>19}", c.false_neg, c.true_pos)?;
+            writeln!(
+                f,
+                "                     predicted good  predicted defective"
+            )?;
+            writeln!(
+                f,
+                "  actual good        {:>14}  {:>19}",
+                c.true_neg, c.false_pos
+            )?;
+            writeln!(
+                f,
+                "  actual defective   {:>14}  {:>19}",
+                c.false_neg, c.true_pos
+            )?;
             write_rates(f, "all", &c)?;
             for (group, c) in &ls.by_group {
                 write_rates(f, group, c)?;
@@ -252,7 +301,12 @@ mod tests {
 
     #[test]
     fn rates_from_a_known_matrix() {
-        let c = Confusion { true_pos: 8, false_pos: 2, true_neg: 85, false_neg: 5 };
+        let c = Confusion {
+            true_pos: 8,
+            false_pos: 2,
+            true_neg: 85,
+            false_neg: 5,
+        };
         assert_eq!(c.total(), 100);
         assert!((c.accuracy() - 0.93).abs() < 1e-12);
         assert!((c.precision() - 0.8).abs() < 1e-12);
@@ -268,7 +322,13 @@ mod tests {
         let p = dir.path().join("l.csv");
         std::fs::write(&p, "file,label,type,split\ncell0001.png,defective,mono,test\nimages/cell0002.png,good,poly,train\n").unwrap();
         let l = Labels::load(&p).unwrap();
-        assert_eq!(l.get("cell0001.png"), Some(&Label { defective: true, group: Some("mono".into()) }));
+        assert_eq!(
+            l.get("cell0001.png"),
+            Some(&Label {
+                defective: true,
+                group: Some("mono".into())
+            })
+        );
         assert_eq!(l.get("cell0002.png").map(|l| l.defective), Some(false));
         std::fs::write(&p, "file,label\nx.png,maybe\n").unwrap();
         assert!(matches!(Labels::load(&p), Err(LabelsError::Invalid { .. })));

@@ -91,7 +91,12 @@ impl Embeddings {
 
 /// Scores `y` against every reference except `skip` (for leave-one-out), or `None` when no
 /// reference is left.
-pub fn score_excluding(refs: &Embeddings, y: &[f32], s: &Scoring, skip: Option<usize>) -> Option<Scored> {
+pub fn score_excluding(
+    refs: &Embeddings,
+    y: &[f32],
+    s: &Scoring,
+    skip: Option<usize>,
+) -> Option<Scored> {
     let k = s.k.max(1);
     // The k smallest scores seen so far, ascending; k is small (default 1).
     let mut smallest: Vec<f64> = Vec::with_capacity(k + 1);
@@ -113,8 +118,17 @@ pub fn score_excluding(refs: &Embeddings, y: &[f32], s: &Scoring, skip: Option<u
     }
     let (nearest, soart3, _) = nearest?;
     let score = smallest.iter().sum::<f64>() / smallest.len() as f64;
-    let decision = if score > s.threshold { Decision::Fail } else { Decision::Pass };
-    Some(Scored { score, decision, nearest, soart3 })
+    let decision = if score > s.threshold {
+        Decision::Fail
+    } else {
+        Decision::Pass
+    };
+    Some(Scored {
+        score,
+        decision,
+        nearest,
+        soart3,
+    })
 }
 
 /// Scores `y` against all references.
@@ -148,11 +162,19 @@ mod tests {
 
     fn refs() -> Embeddings {
         // three references along the axes
-        Embeddings { dim: 3, data: vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0] }
+        Embeddings {
+            dim: 3,
+            data: vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        }
     }
 
     fn scoring(k: usize, threshold: f64) -> Scoring {
-        Scoring { kind: ScoreKind::Eta, k, orders: Orders::DEFAULT, threshold }
+        Scoring {
+            kind: ScoreKind::Eta,
+            k,
+            orders: Orders::DEFAULT,
+            threshold,
+        }
     }
 
     #[test]
@@ -167,7 +189,10 @@ mod tests {
     #[test]
     fn k_is_the_mean_of_the_k_smallest() {
         let y = [0.1f32, 2.0, 0.3];
-        let etas: Vec<f64> = refs().rows().map(|x| soart3(x, &y, Orders::DEFAULT).eta).collect();
+        let etas: Vec<f64> = refs()
+            .rows()
+            .map(|x| soart3(x, &y, Orders::DEFAULT).eta)
+            .collect();
         let mut sorted = etas.clone();
         sorted.sort_by(f64::total_cmp);
         let r = score(&refs(), &y, &scoring(2, 0.0)).unwrap();
@@ -205,7 +230,10 @@ mod tests {
         let loo = leave_one_out(&refs(), &scoring(1, 0.0));
         assert_eq!(loo.len(), 3);
         assert!(loo.iter().all(|s| *s > 0.1), "{loo:?}");
-        let single = Embeddings { dim: 3, data: vec![1.0, 0.0, 0.0] };
+        let single = Embeddings {
+            dim: 3,
+            data: vec![1.0, 0.0, 0.0],
+        };
         assert!(leave_one_out(&single, &scoring(1, 0.0)).is_empty());
     }
 

@@ -23,9 +23,15 @@ pub struct Orders {
 
 impl Orders {
     /// eta with the Euclidean norm, gamma with p = 6 (the current metric).
-    pub const DEFAULT: Orders = Orders { eta_p: 2.0, gamma_p: 6.0 };
+    pub const DEFAULT: Orders = Orders {
+        eta_p: 2.0,
+        gamma_p: 6.0,
+    };
     /// The older variant: Manhattan eta, p = 4 gamma.
-    pub const LEGACY: Orders = Orders { eta_p: 1.0, gamma_p: 4.0 };
+    pub const LEGACY: Orders = Orders {
+        eta_p: 1.0,
+        gamma_p: 4.0,
+    };
 }
 
 impl Default for Orders {

@@ -56,23 +56,36 @@ pub fn bind(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener, 
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
     {
-        std::fs::create_dir_all(dir).map_err(|source| SocketError::Dir { path: dir.into(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| SocketError::Dir {
+            path: dir.into(),
+            source,
+        })?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match StdUnixStream::connect(path) {
             Ok(_) => return Err(SocketError::InUse { path: path.into() }),
             Err(_) => {
                 tracing::info!(path = %path.display(), "replacing stale verdict socket");
-                std::fs::remove_file(path).map_err(|source| SocketError::Bind { path: path.into(), source })?;
+                std::fs::remove_file(path).map_err(|source| SocketError::Bind {
+                    path: path.into(),
+                    source,
+                })?;
             }
         },
         Ok(_) => return Err(SocketError::NotASocket { path: path.into() }),
         Err(_) => {}
     }
     let listener =
-        std::os::unix::net::UnixListener::bind(path).map_err(|source| SocketError::Bind { path: path.into(), source })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|source| SocketError::Bind { path: path.into(), source })?;
+        std::os::unix::net::UnixListener::bind(path).map_err(|source| SocketError::Bind {
+            path: path.into(),
+            source,
+        })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        SocketError::Bind {
+            path: path.into(),
+            source,
+        }
+    })?;
     Ok(listener)
 }
 
@@ -130,7 +143,9 @@ impl Client {
     fn flush(&mut self) -> Flush {
         while let Some(front) = self.queue.front() {
             match self.stream.write(&front.as_bytes()[self.offset..]) {
-                Ok(0) => return Flush::Closed(io::Error::new(ErrorKind::WriteZero, "wrote 0 bytes")),
+                Ok(0) => {
+                    return Flush::Closed(io::Error::new(ErrorKind::WriteZero, "wrote 0 bytes"));
+                }
                 Ok(n) => {
                     self.offset += n;
                     if self.offset == front.len() {
@@ -199,7 +214,14 @@ impl SocketServer {
             connected: connected.clone(),
             evicted: 0,
         };
-        Ok((server, Broadcaster { tx, waker, connected }))
+        Ok((
+            server,
+            Broadcaster {
+                tx,
+                waker,
+                connected,
+            },
+        ))
     }
 
     /// Serves until the broadcaster is dropped, then drains and cleans up.
@@ -246,24 +268,38 @@ impl SocketServer {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
                     if self.clients.len() >= self.settings.max_clients {
-                        tracing::warn!(max_clients = self.settings.max_clients, "verdict socket full; refusing a client");
+                        tracing::warn!(
+                            max_clients = self.settings.max_clients,
+                            "verdict socket full; refusing a client"
+                        );
                         continue;
                     }
                     let token = Token(self.next_token);
                     self.next_token += 1;
-                    if let Err(e) =
-                        self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-                    {
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
                         tracing::warn!(error = %e, "cannot register a verdict client");
                         continue;
                     }
                     let id = self.next_client_id;
                     self.next_client_id += 1;
-                    let mut client = Client { id, stream, queue: VecDeque::new(), offset: 0 };
+                    let mut client = Client {
+                        id,
+                        stream,
+                        queue: VecDeque::new(),
+                        offset: 0,
+                    };
                     client.queue.push_back(self.hello.clone());
                     self.clients.insert(token, client);
                     self.connected.store(self.clients.len(), Ordering::SeqCst);
-                    tracing::info!(client = id, clients = self.clients.len(), "verdict client connected");
+                    tracing::info!(
+                        client = id,
+                        clients = self.clients.len(),
+                        "verdict client connected"
+                    );
                     self.flush(token);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -315,7 +351,9 @@ impl SocketServer {
     }
 
     fn flush(&mut self, token: Token) {
-        let Some(client) = self.clients.get_mut(&token) else { return };
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
         if let Flush::Closed(e) = client.flush() {
             tracing::debug!(client = client.id, error = %e, "write to verdict client failed");
             self.remove(token, "write failed");
@@ -323,12 +361,18 @@ impl SocketServer {
     }
 
     fn read(&mut self, token: Token) {
-        let Some(client) = self.clients.get_mut(&token) else { return };
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
         let mut buf = [0u8; 4096];
         loop {
             match client.stream.read(&mut buf) {
                 Ok(0) => return self.remove(token, "closed by client"),
-                Ok(n) => tracing::debug!(client = client.id, bytes = n, "ignoring input from verdict client"),
+                Ok(n) => tracing::debug!(
+                    client = client.id,
+                    bytes = n,
+                    "ignoring input from verdict client"
+                ),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return self.remove(token, "read failed"),
@@ -341,7 +385,12 @@ impl SocketServer {
             let _ = self.poll.registry().deregister(&mut client.stream);
             let _ = client.stream.shutdown(std::net::Shutdown::Both);
             self.connected.store(self.clients.len(), Ordering::SeqCst);
-            tracing::info!(client = client.id, reason, clients = self.clients.len(), "verdict client disconnected");
+            tracing::info!(
+                client = client.id,
+                reason,
+                clients = self.clients.len(),
+                "verdict client disconnected"
+            );
         }
     }
 
@@ -359,7 +408,10 @@ impl SocketServer {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove the verdict socket");
         }
         if self.evicted > 0 {
-            tracing::info!(evicted = self.evicted, "slow verdict clients were disconnected during this run");
+            tracing::info!(
+                evicted = self.evicted,
+                "slow verdict clients were disconnected during this run"
+            );
         }
     }
 }

@@ -27,7 +27,11 @@ impl Default for StopSignal {
 impl StopSignal {
     pub fn new() -> Self {
         let (tx, rx) = bounded(0);
-        Self { raised: Arc::new(AtomicBool::new(false)), sender: Arc::new(Mutex::new(Some(tx))), receiver: rx }
+        Self {
+            raised: Arc::new(AtomicBool::new(false)),
+            sender: Arc::new(Mutex::new(Some(tx))),
+            receiver: rx,
+        }
     }
 
     /// Raises the signal; idempotent.

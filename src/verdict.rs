@@ -46,8 +46,14 @@ impl Verdict {
     /// `pass`, `fail` or `error`.
     pub fn label(&self) -> &'static str {
         match &self.outcome {
-            Outcome::Inspected { decision: Decision::Pass, .. } => "pass",
-            Outcome::Inspected { decision: Decision::Fail, .. } => "fail",
+            Outcome::Inspected {
+                decision: Decision::Pass,
+                ..
+            } => "pass",
+            Outcome::Inspected {
+                decision: Decision::Fail,
+                ..
+            } => "fail",
             Outcome::Error { .. } => "error",
         }
     }

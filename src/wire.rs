@@ -67,10 +67,20 @@ pub fn rfc3339_micros(t: SystemTime) -> String {
 /// The wire form of a verdict.
 pub fn to_wire(v: &Verdict, latency: Duration) -> WireVerdict {
     let (score, threshold, soart3, reference_index, error) = match &v.outcome {
-        Outcome::Inspected { score, threshold, soart3, reference_index, .. } => (
+        Outcome::Inspected {
+            score,
+            threshold,
+            soart3,
+            reference_index,
+            ..
+        } => (
             Some(*score),
             Some(*threshold),
-            Some(WireSoart3 { beta: soart3.beta, eta: soart3.eta, gamma: soart3.gamma }),
+            Some(WireSoart3 {
+                beta: soart3.beta,
+                eta: soart3.eta,
+                gamma: soart3.gamma,
+            }),
             Some(*reference_index),
             None,
         ),
@@ -97,7 +107,8 @@ pub fn to_wire(v: &Verdict, latency: Duration) -> WireVerdict {
 /// One message as a JSON line (with the trailing newline).
 pub fn line(m: &Message) -> String {
     // Serialising these plain structs cannot fail: no maps with non-string keys, no foreign types.
-    let mut s = serde_json::to_string(m).unwrap_or_else(|e| format!("{{\"type\":\"internal_error\",\"error\":\"{e}\"}}"));
+    let mut s = serde_json::to_string(m)
+        .unwrap_or_else(|e| format!("{{\"type\":\"internal_error\",\"error\":\"{e}\"}}"));
     s.push('\n');
     s
 }
@@ -134,7 +145,11 @@ mod tests {
             decision: Decision::Fail,
             score: 0.75,
             threshold: 0.5,
-            soart3: Soart3 { beta: 1.5, eta: 0.75, gamma: 0.25 },
+            soart3: Soart3 {
+                beta: 1.5,
+                eta: 0.75,
+                gamma: 0.25,
+            },
             reference_index: 3,
         });
         let text = verdict_line(&v, Duration::from_micros(1234));
@@ -148,15 +163,25 @@ mod tests {
         assert_eq!(json["latency_us"], 1234);
         assert!(json.get("error").is_none());
         let back: Message = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, Message::Verdict(to_wire(&v, Duration::from_micros(1234))));
+        assert_eq!(
+            back,
+            Message::Verdict(to_wire(&v, Duration::from_micros(1234)))
+        );
     }
 
     #[test]
     fn error_verdict_carries_the_reason_and_nulls() {
-        let v = verdict(Outcome::Error { reason: "cannot decode image".into() });
-        let json: serde_json::Value = serde_json::from_str(&verdict_line(&v, Duration::ZERO)).unwrap();
+        let v = verdict(Outcome::Error {
+            reason: "cannot decode image".into(),
+        });
+        let json: serde_json::Value =
+            serde_json::from_str(&verdict_line(&v, Duration::ZERO)).unwrap();
         assert_eq!(json["verdict"], "error");
         assert_eq!(json["error"], "cannot decode image");
-        assert!(json["score"].is_null() && json["soart3"].is_null() && json["reference_index"].is_null());
+        assert!(
+            json["score"].is_null()
+                && json["soart3"].is_null()
+                && json["reference_index"].is_null()
+        );
     }
 }

@@ -12,7 +12,10 @@ use crate::stop::StopSignal;
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("cannot read replay source {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("replay source {path} holds no images (extensions: {extensions})")]
     Empty { path: PathBuf, extensions: String },
 }
@@ -30,7 +33,10 @@ impl ReplaySource {
     pub fn new(cfg: &ReplayConfig) -> Result<Self, ReplayError> {
         let files = list_images(&cfg.path, &cfg.extensions)?;
         if files.is_empty() {
-            return Err(ReplayError::Empty { path: cfg.path.clone(), extensions: cfg.extensions.join(", ") });
+            return Err(ReplayError::Empty {
+                path: cfg.path.clone(),
+                extensions: cfg.extensions.join(", "),
+            });
         }
         Ok(Self {
             files,
@@ -50,7 +56,10 @@ impl ReplaySource {
 
 /// The images of a directory (sorted by file name) or of a list file.
 pub fn list_images(path: &Path, extensions: &[String]) -> Result<Vec<PathBuf>, ReplayError> {
-    let read_err = |source| ReplayError::Read { path: path.into(), source };
+    let read_err = |source| ReplayError::Read {
+        path: path.into(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(read_err)?;
     if meta.is_dir() {
         let mut files = Vec::new();
@@ -105,11 +114,19 @@ impl FrameSource for ReplaySource {
         let path = &self.files[self.next];
         self.next += 1;
         self.emitted += 1;
-        let id = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let id = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let payload = std::fs::read(path)
             .map(Payload::Encoded)
             .map_err(|e| format!("cannot read {}: {e}", path.display()));
-        SourceEvent::Frame(SourceFrame { id, captured_at: SystemTime::now(), taken: Instant::now(), payload })
+        SourceEvent::Frame(SourceFrame {
+            id,
+            captured_at: SystemTime::now(),
+            taken: Instant::now(),
+            payload,
+        })
     }
 }
 
@@ -118,7 +135,12 @@ mod tests {
     use super::*;
 
     fn cfg(path: &Path) -> ReplayConfig {
-        ReplayConfig { path: path.into(), fps: 0.0, looping: false, extensions: vec!["png".into(), "jpg".into()] }
+        ReplayConfig {
+            path: path.into(),
+            fps: 0.0,
+            looping: false,
+            extensions: vec!["png".into(), "jpg".into()],
+        }
     }
 
     fn ids(src: &mut ReplaySource, n: usize) -> Vec<String> {
@@ -145,24 +167,38 @@ mod tests {
     fn list_file_and_looping() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("x.png"), b"x").unwrap();
-        std::fs::write(dir.path().join("list.txt"), "# frames\nx.png\n\nmissing.png  # gone\n").unwrap();
+        std::fs::write(
+            dir.path().join("list.txt"),
+            "# frames\nx.png\n\nmissing.png  # gone\n",
+        )
+        .unwrap();
         let mut c = cfg(&dir.path().join("list.txt"));
         c.looping = true;
         let mut src = ReplaySource::new(&c).unwrap();
         let stop = StopSignal::new();
         let mut seen = Vec::new();
         for _ in 0..4 {
-            let SourceEvent::Frame(f) = src.next(&stop) else { panic!("looping source ended") };
+            let SourceEvent::Frame(f) = src.next(&stop) else {
+                panic!("looping source ended")
+            };
             seen.push((f.id, f.payload.is_ok()));
         }
-        let want = [("x.png", true), ("missing.png", false), ("x.png", true), ("missing.png", false)];
+        let want = [
+            ("x.png", true),
+            ("missing.png", false),
+            ("x.png", true),
+            ("missing.png", false),
+        ];
         assert_eq!(seen, want.map(|(a, b)| (a.to_string(), b)));
     }
 
     #[test]
     fn empty_directory_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(ReplaySource::new(&cfg(dir.path())), Err(ReplayError::Empty { .. })));
+        assert!(matches!(
+            ReplaySource::new(&cfg(dir.path())),
+            Err(ReplayError::Empty { .. })
+        ));
     }
 
     #[test]
@@ -183,7 +219,11 @@ mod tests {
         });
         let start = Instant::now();
         assert!(matches!(src.next(&stop), SourceEvent::End));
-        assert!(start.elapsed() < Duration::from_millis(450), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_millis(450),
+            "{:?}",
+            start.elapsed()
+        );
         t.join().unwrap();
     }
 }
