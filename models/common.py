@@ -163,7 +163,7 @@ def knn_score(S, k):
 # Encoder (PyTorch)
 # ----------------------------------------------------------------------------
 
-def build_encoder(embedding_dim=EMBEDDING_DIM):
+def build_encoder(embedding_dim=EMBEDDING_DIM, dropout=0.0):
     import torch
     from torch import nn
 
@@ -188,12 +188,13 @@ def build_encoder(embedding_dim=EMBEDDING_DIM):
                 block(64, 96, 2),        # 10
                 block(96, 96, 1),
             )
+            self.drop = nn.Dropout(dropout)  # training only; identity in eval/ONNX
             self.head = nn.Linear(2 * 96, embedding_dim)
 
         def forward(self, x):
             f = self.features(x)
             pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
-            z = self.head(pooled)
+            z = self.head(self.drop(pooled))
             # Norm constraint against scale collapse: every embedding has unit L2 norm.
             return z / torch.sqrt((z * z).sum(dim=1, keepdim=True) + 1e-12)
 

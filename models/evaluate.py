@@ -28,6 +28,9 @@ from sklearn.metrics import confusion_matrix, roc_auc_score
 
 import common as C
 
+REPORT_DIR = C.REPORT_DIR
+REFS_PATH = C.REFS_PATH
+
 GRID = [(score, k, p) for p in [(2, 6), (1, 4)] for score in ["eta", "gamma"] for k in [1, 3, 5]]
 THRESHOLD_METHOD = "max-accuracy on val split (midpoint between adjacent val scores)"
 
@@ -84,7 +87,7 @@ def plots(test_s, test_y, emb_all, y_all, cm, setting, thr):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    os.makedirs(C.REPORT_DIR, exist_ok=True)
+    os.makedirs(REPORT_DIR, exist_ok=True)
     name = f"{setting[0]} (k={setting[1]}, p={setting[2][0]},{setting[2][1]})"
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -97,7 +100,7 @@ def plots(test_s, test_y, emb_all, y_all, cm, setting, thr):
     ax.set_title("ELPV held-out test: score histogram")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(C.REPORT_DIR, "score-histogram.png"), dpi=110)
+    fig.savefig(os.path.join(REPORT_DIR, "score-histogram.png"), dpi=110)
     plt.close(fig)
 
     from sklearn.decomposition import PCA
@@ -108,7 +111,7 @@ def plots(test_s, test_y, emb_all, y_all, cm, setting, thr):
     ax.set_title("PCA of embeddings (test split)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(C.REPORT_DIR, "embeddings-pca.png"), dpi=110)
+    fig.savefig(os.path.join(REPORT_DIR, "embeddings-pca.png"), dpi=110)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(4, 3.6))
@@ -123,7 +126,7 @@ def plots(test_s, test_y, emb_all, y_all, cm, setting, thr):
     ax.set_ylabel("true")
     ax.set_title("held-out test confusion matrix")
     fig.tight_layout()
-    fig.savefig(os.path.join(C.REPORT_DIR, "confusion-matrix.png"), dpi=110)
+    fig.savefig(os.path.join(REPORT_DIR, "confusion-matrix.png"), dpi=110)
     plt.close(fig)
 
 
@@ -131,7 +134,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--onnx", default=C.ONNX_PATH)
     ap.add_argument("--ckpt", default=C.CKPT_PATH, help="for the torch-vs-onnxruntime parity check")
+    ap.add_argument("--refs-out", default=C.REFS_PATH)
+    ap.add_argument("--report-dir", default=C.REPORT_DIR)
     args = ap.parse_args()
+    global REPORT_DIR, REFS_PATH
+    REPORT_DIR, REFS_PATH = args.report_dir, args.refs_out
 
     meta = onnx_meta(args.onnx)
     mean, std = float(meta["mean"]), float(meta["std"])
@@ -208,8 +215,8 @@ def main():
         "created_by": "models/evaluate.py", "created_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "source": "elpv train split, good images",
     }
-    save_file({"references": np.ascontiguousarray(R, dtype=np.float32)}, C.REFS_PATH, metadata=ref_meta)
-    refs_sha = C.sha256_file(C.REFS_PATH)
+    save_file({"references": np.ascontiguousarray(R, dtype=np.float32)}, REFS_PATH, metadata=ref_meta)
+    refs_sha = C.sha256_file(REFS_PATH)
 
     # ---- held-out test: touched only here, once ----
     Xte, T = embed_rows(parts["test"])
@@ -222,8 +229,14 @@ def main():
         msk = np.array([r["type"] == typ for r in parts["test"]])
         by_type[typ] = binary_metrics(yte[msk], pred[msk], st[msk])
 
-    os.makedirs(C.REPORT_DIR, exist_ok=True)
-    with open(os.path.join(C.REPORT_DIR, "heldout-predictions.csv"), "w", newline="") as f:
+    by_probability = {}  # reporting only: accuracy per annotated defect probability
+    for prob in sorted({r["defect_probability"] for r in parts["test"]}, key=float):
+        msk = np.array([r["defect_probability"] == prob for r in parts["test"]])
+        by_probability[prob] = {"n": int(msk.sum()), "label": "defective" if float(prob) >= 0.5 else "good",
+                                "accuracy": float((pred[msk] == yte[msk]).mean())}
+
+    os.makedirs(REPORT_DIR, exist_ok=True)
+    with open(os.path.join(REPORT_DIR, "heldout-predictions.csv"), "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["file", "label", "type", "score", "nearest_ref", "prediction"])
         for r, s_, n_, p_ in zip(parts["test"], st, nearest, pred):
@@ -232,7 +245,7 @@ def main():
     plots(st, yte, T, yte, test_metrics["confusion_matrix"], setting, thr)
 
     export_info = {}
-    ep = os.path.join(C.REPORT_DIR, "export.json")
+    ep = os.path.join(REPORT_DIR, "export.json")
     if os.path.exists(ep):
         with open(ep) as f:
             export_info = json.load(f)
@@ -252,6 +265,7 @@ def main():
         "val": val_metrics,
         "test": test_metrics,
         "test_by_type": by_type,
+        "test_by_defect_probability": by_probability,
         "split_counts": {s: len(v) for s, v in parts.items()},
         "split_sha256": split_sha,
         "parity_max_abs_diff_eval": parity,
@@ -259,7 +273,7 @@ def main():
         "training": train_info,
         "anchors_deitsch_2019": {"cnn_accuracy": 0.8842, "svm_accuracy": 0.8244},
     }
-    with open(os.path.join(C.REPORT_DIR, "metrics.json"), "w") as f:
+    with open(os.path.join(REPORT_DIR, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
         f.write("\n")
     tm = test_metrics
@@ -267,7 +281,9 @@ def main():
           f"F1 {tm['f1_defective']:.4f} AUROC {tm['auroc']:.4f} cm {tm['confusion_matrix']['rows_true_cols_pred']}")
     for typ, m in by_type.items():
         print(f"  {typ}: acc {m['accuracy']:.4f} F1 {m['f1_defective']:.4f} AUROC {m['auroc']:.4f}")
-    print(f"references: {C.REFS_PATH} ({len(R)} x {dim}), reference_set_id {refs_sha[:16]}")
+    for prob, m in by_probability.items():
+        print(f"  p={prob}: n={m['n']} acc {m['accuracy']:.4f}")
+    print(f"references: {REFS_PATH} ({len(R)} x {dim}), reference_set_id {refs_sha[:16]}")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ckpt", default=C.CKPT_PATH)
     ap.add_argument("--out", default=C.ONNX_PATH)
+    ap.add_argument("--report-dir", default=C.REPORT_DIR)
     args = ap.parse_args()
     torch.set_num_threads(2)
 
@@ -137,8 +138,8 @@ def main():
             "parity_max_abs_diff": diff, "parity_batch": len(x), "latency": lat,
             "metadata": metadata(ckpt["mean"], ckpt["std"]),
             "onnxruntime_version": ort.__version__, "torch_version": torch.__version__}
-    os.makedirs(C.REPORT_DIR, exist_ok=True)
-    with open(os.path.join(C.REPORT_DIR, "export.json"), "w") as f:
+    os.makedirs(args.report_dir, exist_ok=True)
+    with open(os.path.join(args.report_dir, "export.json"), "w") as f:
         json.dump(info, f, indent=2)
         f.write("\n")
     print(f"wrote {args.out} ({size} bytes, sha256 {info['onnx_sha256']})")

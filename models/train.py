@@ -72,14 +72,23 @@ def siamese_loss(emb, is_def):
     return loss, stats
 
 
-def augment(x, gen, mean, std):
+def augment(x, gen, mean, std, shift=0, noise=0.0):
     """x: (B,1,H,W) normalised. Random h/v flips, 90-degree rotations and
-    brightness/contrast jitter (applied in the [0,1] pixel domain)."""
+    brightness/contrast jitter (applied in the [0,1] pixel domain); optionally
+    a random translation of up to +-shift pixels (reflect padding) and
+    Gaussian pixel noise of std `noise`."""
     B = x.shape[0]
+    H, W = x.shape[-2:]
     out = torch.empty_like(x)
     r = torch.rand(B, 5, generator=gen)
+    rs = torch.rand(B, 2, generator=gen) if shift else None
     for i in range(B):
         t = x[i]
+        if shift:
+            dy = int(rs[i, 0] * (2 * shift + 1)) - shift
+            dx = int(rs[i, 1] * (2 * shift + 1)) - shift
+            t = torch.nn.functional.pad(t[None], (shift, shift, shift, shift), mode="reflect")[0]
+            t = t[:, shift + dy:shift + dy + H, shift + dx:shift + dx + W]
         if r[i, 0] < 0.5:
             t = t.flip(-1)
         if r[i, 1] < 0.5:
@@ -92,6 +101,8 @@ def augment(x, gen, mean, std):
         b = -0.08 + 0.16 * r[i, 4]             # brightness in [-0.08, 0.08]
         m = a.mean()
         a = (a - m) * c + m + b
+        if noise:
+            a = a + noise * torch.randn(a.shape, generator=gen)
         out[i] = (a - mean) / std
     return out
 
@@ -125,6 +136,10 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--eval-every", type=int, default=3)
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--dropout", type=float, default=0.0)
+    ap.add_argument("--shift", type=int, default=0, help="max random translation (pixels)")
+    ap.add_argument("--noise", type=float, default=0.0, help="Gaussian pixel noise std ([0,1] domain)")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: use only N train images")
     ap.add_argument("--out", default=C.CKPT_PATH)
     args = ap.parse_args()
@@ -155,12 +170,12 @@ def main():
     bad_idx = np.flatnonzero(ytr)
     X_ref = Xtr[good_idx]  # references at validation time: good train images
 
-    model = C.build_encoder()
+    model = C.build_encoder(dropout=args.dropout)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"encoder parameters: {n_params}", flush=True)
     steps_per_epoch = max(1, len(train) // (args.batch_good + args.batch_def))
     total_steps = steps_per_epoch * args.epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total_steps,
                                                 pct_start=0.1, anneal_strategy="cos")
     gen = torch.Generator().manual_seed(args.seed)
@@ -177,7 +192,7 @@ def main():
             gi = rng.choice(good_idx, args.batch_good, replace=False)
             bi = rng.choice(bad_idx, min(args.batch_def, len(bad_idx)), replace=False)
             idx = np.concatenate([gi, bi])
-            xb = augment(Xtr_t[idx], gen, mean, std)
+            xb = augment(Xtr_t[idx], gen, mean, std, args.shift, args.noise)
             is_def = torch.from_numpy(ytr[idx])
             emb = model(xb)
             loss, st = siamese_loss(emb, is_def)

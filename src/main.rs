@@ -1,6 +1,7 @@
 //! inspectord: parse the command line, set up logging, dispatch each mode to one function, and
 //! print errors with their chain.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -69,6 +70,7 @@ fn init_logging(filter: &str, format: LogFormat) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

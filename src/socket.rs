@@ -177,6 +177,10 @@ pub struct SocketServer {
     settings: SocketSettings,
     connected: Arc<AtomicUsize>,
     evicted: u64,
+    /// The loop's own handle on the waker, so its eventfd stays open while the loop runs: mio
+    /// delivers wake-ups only while the `Waker` is alive, and the broadcaster's last wake-up (in
+    /// its `Drop`) would otherwise be lost when the broadcaster closes the fd right after it.
+    _waker: Arc<Waker>,
 }
 
 impl SocketServer {
@@ -213,6 +217,7 @@ impl SocketServer {
             settings,
             connected: connected.clone(),
             evicted: 0,
+            _waker: waker.clone(),
         };
         Ok((
             server,

@@ -158,7 +158,7 @@ mod tests {
         assert_eq!(json["type"], "verdict");
         assert_eq!(json["v"], 1);
         assert_eq!(json["verdict"], "fail");
-        assert_eq!(json["captured_at"], "2026-09-21T13:46:40.123456Z");
+        assert_eq!(json["captured_at"], "2026-09-21T14:13:20.123456Z");
         assert_eq!(json["soart3"]["eta"], 0.75);
         assert_eq!(json["latency_us"], 1234);
         assert!(json.get("error").is_none());

@@ -3,7 +3,12 @@
 
 Run with the model venv:  models/.venv/bin/python tests/data/soart3/make_vectors.py
 
-For a frame embedding y and a reference embedding x (float64 throughout):
+Embeddings are float32 in the daemon (`inspectord::soart3::soart3` takes f32 slices), so every
+input vector is first rounded to float32; the JSON holds those rounded values (exact in both f32
+and f64) and the expected results are computed from them in float64. Without the rounding the
+expectations would be for inputs the Rust code never sees (up to ~0.2% off).
+
+For a frame embedding y and a reference embedding x (float64 arithmetic on the rounded inputs):
     beta  = (x.y + 0.0001) / (x.x + 0.0001)
     r     = y - beta * x
     eta   = ln(1 + ||r||_eta_p)
@@ -32,6 +37,11 @@ def soart3(x, y, eta_p, gamma_p):
     return beta, eta, gamma
 
 
+def f32_exact(v):
+    """The vector rounded to float32, held as float64 (each value exactly representable in f32)."""
+    return np.asarray(v, dtype=np.float64).astype(np.float32).astype(np.float64)
+
+
 def main():
     rng = np.random.default_rng(20240917)
     pairs = []  # (name, x, y)
@@ -55,6 +65,8 @@ def main():
     ]
     cases = []
     for name, x, y in pairs:
+        x = f32_exact(x)
+        y = f32_exact(y)
         for eta_p, gamma_p in ORDERS:
             beta, eta, gamma = soart3(x, y, eta_p, gamma_p)
             cases.append({"name": name, "x": [float(v) for v in x], "y": [float(v) for v in y],

@@ -1,0 +1,183 @@
+//! `inspectord check`: every config mistake reported with its key and line; the demo config
+//! passes; references from another model and a missing ONNX Runtime are refused.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Artifacts, TestConfig};
+use inspectord::references::ReferenceSet;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn inspectord(cwd: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> std::process::Command {
+    common::command(cwd, args.iter().map(|a| a.as_ref()))
+}
+
+/// 1-based line of the first line of `text` equal to `line`.
+fn line_of(text: &str, line: &str) -> usize {
+    text.lines()
+        .position(|l| l.trim() == line)
+        .unwrap_or_else(|| panic!("{line:?} not in the config"))
+        + 1
+}
+
+#[test]
+fn three_mistakes_are_all_reported_with_key_and_line() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let good = TestConfig::new(&art, common::images_dir()).to_toml();
+    let bad = good
+        .replace("[output]\n", "[output]\nsockett = \"/tmp/x.sock\"\n")
+        .replace("[runtime]\nworkers = 2\n", "[runtime]\nworkers = \"two\"\n")
+        .replace("[output]", "[scoring]\nk = 0\n\n[output]");
+    let path = tmp.path().join("bad.toml");
+    std::fs::write(&path, &bad).unwrap();
+
+    let out = common::run(
+        inspectord(tmp.path(), &[&"check", &"--config", &path]),
+        LIMIT,
+    );
+    out.assert_failure();
+    let err = common::strip_ansi(&out.stderr);
+    for (key, line) in [
+        ("scoring.k", line_of(&bad, "k = 0")),
+        ("output.sockett", line_of(&bad, "sockett = \"/tmp/x.sock\"")),
+        ("runtime.workers", line_of(&bad, "workers = \"two\"")),
+    ] {
+        assert!(
+            err.contains(&format!("line {line}: {key}")),
+            "stderr does not name {key} at line {line}:\n{err}\nconfig:\n{bad}"
+        );
+    }
+    assert!(
+        err.contains("3 problems"),
+        "expected exactly three problems:\n{err}"
+    );
+}
+
+#[test]
+fn demo_config_passes() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    // The shipped demo config with its relative paths made absolute; model and references from
+    // the snapshot (the files in models/ may be mid-replacement by a retraining).
+    let demo = std::fs::read_to_string(common::repo().join("config/inspectord.toml")).unwrap();
+    let models = common::repo().join("models");
+    let copy = demo
+        .replace("\"../", &format!("\"{}/", common::repo().display()))
+        .replace(
+            &format!("\"{}/elpv-siamese.onnx\"", models.display()),
+            &format!("\"{}\"", art.model.display()),
+        )
+        .replace(
+            &format!("\"{}/elpv-references.safetensors\"", models.display()),
+            &format!("\"{}\"", art.references.display()),
+        );
+    assert!(
+        copy.contains(&art.model.display().to_string()),
+        "the demo config no longer names the model the expected way"
+    );
+    assert!(
+        copy.contains(&art.references.display().to_string()),
+        "the demo config no longer names the references the expected way"
+    );
+    let path = tmp.path().join("inspectord.toml");
+    std::fs::write(&path, &copy).unwrap();
+
+    let out = common::run(
+        inspectord(tmp.path(), &[&"check", &"--config", &path]),
+        LIMIT,
+    );
+    out.assert_success();
+    let report = out.stdout.join("\n");
+    assert!(report.contains(": ok"), "{report}");
+    assert!(
+        report.contains(&art.model_sha256),
+        "check should report the model's sha256:\n{report}"
+    );
+    assert!(
+        report.contains(&art.reference_set),
+        "check should report the reference set id:\n{report}"
+    );
+}
+
+/// A reference file identical to the shipped one except for its `model_sha256`.
+fn foreign_references(art: &Artifacts, dir: &Path) -> std::path::PathBuf {
+    let bytes = std::fs::read(&art.references).unwrap();
+    let mut set =
+        ReferenceSet::parse(&art.references, &bytes).expect("parse the shipped references");
+    let other = common::sha256_hex(b"some other model");
+    assert_ne!(other, art.model_sha256);
+    set.meta.model_sha256 = other.clone();
+    let path = dir.join("foreign.safetensors");
+    ReferenceSet::write(&path, &set.embeddings, &set.meta).expect("write references");
+    assert_eq!(
+        common::safetensors_metadata(&std::fs::read(&path).unwrap())["model_sha256"],
+        other
+    );
+    path
+}
+
+#[test]
+fn references_of_another_model_are_refused() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let mut cfg = TestConfig::new(&art, common::split_list("test"));
+    cfg.references = foreign_references(&art, tmp.path());
+    let socket = tmp.path().join("v.sock");
+    cfg.socket = Some(socket.clone());
+    let config = cfg.write(&tmp.path().join("inspectord.toml"));
+
+    let check = common::run(
+        inspectord(tmp.path(), &[&"check", &"--config", &config]),
+        LIMIT,
+    );
+    check.assert_failure();
+    assert!(
+        check.stderr.contains("different model"),
+        "check:\n{}",
+        check.stderr
+    );
+
+    let replay = common::run(
+        inspectord(tmp.path(), &[&"replay", &"--config", &config]),
+        LIMIT,
+    );
+    replay.assert_failure();
+    assert!(
+        replay.stderr.contains("different model"),
+        "replay:\n{}",
+        replay.stderr
+    );
+    assert!(
+        replay.stdout.is_empty(),
+        "no verdicts with foreign references: {:?}",
+        replay.stdout.first()
+    );
+    assert!(!socket.exists(), "a refused replay must not leave a socket");
+}
+
+#[test]
+fn missing_onnx_runtime_is_named() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let config =
+        TestConfig::new(&art, common::images_dir()).write(&tmp.path().join("inspectord.toml"));
+    let missing = "/nonexistent/libonnxruntime.so";
+    let mut cmd = inspectord(tmp.path(), &[&"check", &"--config", &config]);
+    cmd.env("ORT_DYLIB_PATH", missing);
+    let out = common::run(cmd, LIMIT);
+    out.assert_failure();
+    assert!(
+        out.stderr.contains("ORT_DYLIB_PATH"),
+        "stderr should name ORT_DYLIB_PATH:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(missing),
+        "stderr should name the path tried:\n{}",
+        out.stderr
+    );
+}

@@ -1,0 +1,216 @@
+//! Stopping and starting cleanly: SIGTERM drains the frames already taken and exits 0 with a
+//! gap-free verdict stream; a stale socket file from a crash is replaced, a live one is not.
+
+mod common;
+
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Artifacts, TestConfig};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// A directory holding copies of three held-out images.
+fn three_images(art: &Artifacts, dir: &Path) -> Vec<String> {
+    std::fs::create_dir(dir).unwrap();
+    let mut names: Vec<String> = art
+        .pick_heldout(2, 1)
+        .iter()
+        .map(|p| p.file.clone())
+        .collect();
+    for n in &names {
+        std::fs::copy(common::image(n), dir.join(n)).unwrap();
+    }
+    names.sort();
+    names
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let images = tmp.path().join("images");
+    let names = three_images(&art, &images);
+    let socket = tmp.path().join("v.sock");
+    let mut cfg = TestConfig::new(&art, &images);
+    cfg.fps = 20.0;
+    cfg.looping = true;
+    cfg.socket = Some(socket.clone());
+    let config = cfg.write(&tmp.path().join("inspectord.toml"));
+
+    let daemon = common::spawn(
+        common::command(
+            tmp.path(),
+            [
+                "--log-format".as_ref(),
+                "json".as_ref(),
+                "replay".as_ref(),
+                "--config".as_ref(),
+                config.as_os_str(),
+            ],
+        ),
+        LIMIT,
+    );
+    let mut early = 0;
+    while early < 10 {
+        match daemon.next_line(LIMIT) {
+            Some(line) if line.contains("\"verdict\"") => early += 1,
+            Some(_) => {}
+            None => panic!(
+                "stdout ended after {early} verdicts:\n{}",
+                daemon.stderr_so_far()
+            ),
+        }
+    }
+    assert!(
+        socket.exists(),
+        "the socket file should exist while the daemon runs"
+    );
+    daemon.signal(libc::SIGTERM);
+    let signalled = Instant::now();
+    let done = daemon.wait(LIMIT);
+    let stop_time = signalled.elapsed();
+    done.assert_success();
+    assert!(
+        stop_time < Duration::from_secs(5),
+        "took {stop_time:?} to stop after SIGTERM"
+    );
+    assert!(
+        !socket.exists(),
+        "the socket file is still there after exit"
+    );
+
+    let verdicts = common::parse_json_lines(&done.stdout);
+    assert!(verdicts.len() >= 10, "{} verdicts", verdicts.len());
+    common::assert_seq_contiguous(&verdicts);
+    for (i, v) in verdicts.iter().enumerate() {
+        common::assert_wire_verdict(v);
+        assert_eq!(
+            v["frame"],
+            names[i % names.len()].as_str(),
+            "the looping replay goes round the images in order"
+        );
+    }
+
+    // The final log line counts exactly the verdicts printed.
+    let logs: Vec<Value> = done
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        !logs.is_empty(),
+        "no JSON log lines on stderr:\n{}",
+        done.stderr
+    );
+    let stopped = logs
+        .iter()
+        .rfind(|l| l["fields"]["message"] == "stopped")
+        .unwrap_or_else(|| panic!("no `stopped` log line:\n{}", done.stderr));
+    assert_eq!(
+        stopped["fields"]["frames"].as_u64(),
+        Some(verdicts.len() as u64),
+        "stopped line: {stopped}"
+    );
+    assert!(
+        logs.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("stop signal"))),
+        "the signal was not logged:\n{}",
+        done.stderr
+    );
+}
+
+#[test]
+fn stale_socket_is_replaced() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let images = tmp.path().join("images");
+    let names = three_images(&art, &images);
+    let socket = tmp.path().join("v.sock");
+    // A crashed daemon's leftover: a socket file nobody listens on.
+    drop(UnixListener::bind(&socket).unwrap());
+    assert!(
+        std::fs::symlink_metadata(&socket)
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+
+    let mut cfg = TestConfig::new(&art, &images);
+    cfg.socket = Some(socket.clone());
+    let config = cfg.write(&tmp.path().join("inspectord.toml"));
+    let daemon = common::spawn(
+        common::command(
+            tmp.path(),
+            [
+                "replay".as_ref(),
+                "--config".as_ref(),
+                config.as_os_str(),
+                "--wait-clients".as_ref(),
+                "1".as_ref(),
+            ],
+        ),
+        LIMIT,
+    );
+    let reader = common::spawn_reader(daemon.connect(&socket, LIMIT), LIMIT);
+    let got = common::parse_json_lines(&common::socket_lines(&reader.join().unwrap()));
+    let done = daemon.wait(LIMIT);
+    done.assert_success();
+    assert_eq!(
+        got.len(),
+        1 + names.len(),
+        "hello + every verdict through the replaced socket"
+    );
+    assert_eq!(got[0]["type"], "hello");
+    common::assert_seq_contiguous(&got[1..]);
+    assert!(
+        common::strip_ansi(&done.stderr).contains("replacing stale verdict socket"),
+        "{}",
+        done.stderr
+    );
+    assert!(
+        !socket.exists(),
+        "the socket file is still there after exit"
+    );
+}
+
+#[test]
+fn live_socket_is_not_taken_over() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let images = tmp.path().join("images");
+    three_images(&art, &images);
+    let socket = tmp.path().join("v.sock");
+    // Another process serving the path (here: this test).
+    let listener = UnixListener::bind(&socket).unwrap();
+
+    let mut cfg = TestConfig::new(&art, &images);
+    cfg.socket = Some(socket.clone());
+    let config = cfg.write(&tmp.path().join("inspectord.toml"));
+    let done = common::run(
+        common::command(
+            tmp.path(),
+            ["replay".as_ref(), "--config".as_ref(), config.as_os_str()],
+        ),
+        LIMIT,
+    );
+    done.assert_failure();
+    assert!(
+        done.stderr.contains("another process is serving"),
+        "{}",
+        done.stderr
+    );
+    assert!(done.stdout.is_empty(), "no verdicts expected");
+    // The other process's socket is untouched and still accepts connections.
+    listener.set_nonblocking(true).unwrap();
+    let _client =
+        std::os::unix::net::UnixStream::connect(&socket).expect("the live socket still works");
+    assert!(
+        common::wait_until(Duration::from_secs(5), || listener.accept().is_ok()),
+        "the live listener lost its socket"
+    );
+}
