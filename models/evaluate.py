@@ -136,6 +136,8 @@ def main():
     ap.add_argument("--ckpt", default=C.CKPT_PATH, help="for the torch-vs-onnxruntime parity check")
     ap.add_argument("--refs-out", default=C.REFS_PATH)
     ap.add_argument("--report-dir", default=C.REPORT_DIR)
+    ap.add_argument("--val-only", action="store_true",
+                    help="candidate comparison: choose the setting on val, print val figures, write nothing, never read test")
     args = ap.parse_args()
     global REPORT_DIR, REFS_PATH
     REPORT_DIR, REFS_PATH = args.report_dir, args.refs_out
@@ -203,6 +205,12 @@ def main():
           f"val acc={selection[best_i]['val_accuracy']:.4f} val AUROC={selection[best_i]['val_auroc']:.4f}")
     sv, _ = scores_for(V, R, setting)
     val_metrics = binary_metrics(yval, sv > thr, sv)
+    if args.val_only:
+        print(json.dumps({"val": {k_: val_metrics[k_] for k_ in ("accuracy", "auroc", "f1_defective")},
+                          "val_confusion": val_metrics["confusion_matrix"]["rows_true_cols_pred"],
+                          "grid": [(d["score"], d["k"], d["eta_p"], d["gamma_p"], round(d["val_accuracy"], 4),
+                                    round(d["val_auroc"], 4)) for d in selection]}))
+        return
 
     # ---- reference file ----
     model_sha = C.sha256_file(args.onnx)

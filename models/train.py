@@ -43,7 +43,7 @@ def soart3_eta_torch(X, Y, p=ETA_P):
     return torch.log1p(n)
 
 
-def siamese_loss(emb, is_def):
+def siamese_loss(emb, is_def, bank=None, bank_mask=None):
     """emb: (B, D) embeddings of one shared encoder; is_def: (B,) bool.
 
     Every (good, good) pair is a positive pair, every (good reference,
@@ -51,6 +51,11 @@ def siamese_loss(emb, is_def):
       pos: relu(eta - M_POS)^2   (pull goods together)
       neg: relu(M_NEG - eta)^2   (push defectives away from every good)
     plus the same hinges on the nearest good (what the daemon scores with k=1).
+
+    bank (optional): (N_good, D) detached embeddings of *all* good train images
+    (memory bank); bank_mask: (N_good,) bool, False for the goods in this batch.
+    The nearest-good term for defective frames then takes the minimum over the
+    batch goods and the bank, as the daemon does over all references.
     """
     good = emb[~is_def]
     bad = emb[is_def]
@@ -66,7 +71,11 @@ def siamese_loss(emb, is_def):
     if bad.shape[0] > 0:
         eta_gb = soart3_eta_torch(good, bad)                   # (ng, nb)
         neg = torch.relu(M_NEG - eta_gb).pow(2).mean()
-        neg_hard = torch.relu(M_NEG - eta_gb.min(0).values).pow(2).mean()
+        nearest = eta_gb.min(0).values
+        if bank is not None:
+            eta_mb = soart3_eta_torch(bank[bank_mask], bad)    # (N_good - ng, nb), grads to bad only
+            nearest = torch.minimum(nearest, eta_mb.min(0).values)
+        neg_hard = torch.relu(M_NEG - nearest).pow(2).mean()
         loss = loss + neg + HARD_WEIGHT * neg_hard
         stats.update(neg=neg.item(), neg_hard=neg_hard.item())
     return loss, stats
@@ -140,6 +149,8 @@ def main():
     ap.add_argument("--dropout", type=float, default=0.0)
     ap.add_argument("--shift", type=int, default=0, help="max random translation (pixels)")
     ap.add_argument("--noise", type=float, default=0.0, help="Gaussian pixel noise std ([0,1] domain)")
+    ap.add_argument("--bank", type=int, default=0,
+                    help="1: nearest-good term for defectives over a memory bank of all good train embeddings (tried, worse on val; see README)")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: use only N train images")
     ap.add_argument("--out", default=C.CKPT_PATH)
     args = ap.parse_args()
@@ -182,6 +193,11 @@ def main():
     rng = np.random.default_rng(args.seed)
     Xtr_t = torch.from_numpy(Xtr)
 
+    # memory bank of good train embeddings (detached); filled by one eval pass,
+    # then each step overwrites the rows of the batch goods with their new embeddings.
+    bank = torch.from_numpy(embed(model, Xtr[good_idx])) if args.bank else None
+    bank_pos = {int(g): i for i, g in enumerate(good_idx)}
+
     best = {"auc": -1.0}
     log = []
     for epoch in range(1, args.epochs + 1):
@@ -195,7 +211,14 @@ def main():
             xb = augment(Xtr_t[idx], gen, mean, std, args.shift, args.noise)
             is_def = torch.from_numpy(ytr[idx])
             emb = model(xb)
-            loss, st = siamese_loss(emb, is_def)
+            if bank is not None:
+                rows_b = torch.tensor([bank_pos[int(g)] for g in gi])
+                mask = torch.ones(len(bank), dtype=torch.bool)
+                mask[rows_b] = False
+                loss, st = siamese_loss(emb, is_def, bank, mask)
+                bank[rows_b] = emb[:len(gi)].detach()
+            else:
+                loss, st = siamese_loss(emb, is_def)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -223,7 +246,7 @@ def main():
         "best_epoch": best["epoch"], "best_val_auroc": best["auc"], "best_val_acc_k1_eta": best["acc"],
         "epochs": args.epochs, "args": vars(args), "log": log,
         "train_wall_seconds": wall, "n_params": n_params,
-        "loss": {"eta_p": ETA_P, "m_pos": M_POS, "m_neg": M_NEG, "hard_weight": HARD_WEIGHT},
+        "loss": {"eta_p": ETA_P, "m_pos": M_POS, "m_neg": M_NEG, "hard_weight": HARD_WEIGHT, "bank": args.bank},
         "split_sha256": C.sha256_file(C.SPLIT_CSV),
     }, args.out)
     print(f"wrote {args.out}")
