@@ -3,7 +3,10 @@
 # Usage: scripts/system-deps.sh [base|model]   (model adds what the training venv needs)
 set -euo pipefail
 
-want=(ca-certificates python3 python3-pip pkg-config gcc libc6-dev)
+# libclang-dev: nokhwa's V4L2 bindings (bindgen); libaravis-dev, libusb-1.0-0-dev: the aravis
+# crate (GigE Vision); aravis-tools: arv-fake-gv-camera-0.8, the simulator the tests stream from.
+want=(ca-certificates python3 python3-pip pkg-config gcc libc6-dev
+      libclang-dev libaravis-dev libusb-1.0-0-dev aravis-tools)
 [[ ${1:-base} == model ]] && want+=(python3-venv)
 
 missing=()

@@ -74,6 +74,20 @@ pub enum Command {
         #[arg(long, default_value_t = 0.01, value_parser = parse_rate)]
         false_reject_rate: f64,
     },
+    /// Save frames from the configured camera as PNG (after the software region of interest).
+    Record {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Directory to write `frame-000001.png`, … into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// How many frames to save.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+        count: u32,
+    },
+    /// List the cameras the UVC (V4L2) and GenICam (Aravis) back ends find, with their modes and
+    /// the `device = ` value that selects each.
+    Devices,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

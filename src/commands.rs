@@ -6,19 +6,21 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, ReplayConfig, SourceConfig, default_extensions};
 use crate::encoder::Model;
+use crate::failures::FailureLog;
 use crate::inspect::{Inspector, Scorer};
 use crate::onnxruntime::{self, Runtime};
-use crate::pipeline::{self, Pipeline};
+use crate::pipeline::{self, Input, Pipeline};
 use crate::preprocess::Preprocessor;
 use crate::references::{ReferenceMeta, ReferenceSet};
 use crate::report::{Labels, Summary};
 use crate::score::{self, Embeddings, ScoreKind, Scoring};
 use crate::soart3::Orders;
 use crate::socket::{self, SocketServer, SocketSettings};
+use crate::source::Payload;
+use crate::source::camera::Supervision;
 use crate::source::replay::{self, ReplaySource};
-use crate::source::{FrameSource, Payload};
 use crate::stop::StopSignal;
 use crate::wire;
 
@@ -85,9 +87,20 @@ fn inspectors(l: &Loaded, n: usize) -> Result<Vec<Inspector>> {
         .collect()
 }
 
-fn source(config: &SourceConfig) -> Result<Box<dyn FrameSource>> {
+fn source(config: &SourceConfig) -> Result<Input> {
     match config {
-        SourceConfig::Replay(r) => Ok(Box::new(ReplaySource::new(r)?)),
+        SourceConfig::Replay(r) => Ok(Input::Frames(Box::new(ReplaySource::new(r)?))),
+        SourceConfig::Camera(c) => Ok(Input::Camera {
+            backend: crate::source::camera_backend(c)?,
+            supervision: Supervision {
+                frame_timeout: c.frame_timeout,
+                open_timeout: c.open_timeout,
+                backoff_initial: c.backoff_initial,
+                backoff_max: c.backoff_max,
+                every_nth: c.every_nth,
+                roi: c.roi,
+            },
+        }),
     }
 }
 
@@ -125,8 +138,13 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<Summary> {
     let started = Instant::now();
     let mut l = load_model(config_path)?;
     if let Some(images) = opts.images {
-        let SourceConfig::Replay(r) = &mut l.config.source;
-        r.path = images;
+        l.config.source = match &l.config.source {
+            SourceConfig::Replay(r) => SourceConfig::Replay(ReplayConfig {
+                path: images,
+                ..r.clone()
+            }),
+            SourceConfig::Camera(_) => SourceConfig::Replay(ReplayConfig::of(images)),
+        };
     }
     let scorer = load_scorer(&l)?;
     let labels = opts.labels.as_deref().map(Labels::load).transpose()?;
@@ -144,6 +162,10 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<Summary> {
             config_path.display()
         );
     }
+    let failures = match &l.config.failures {
+        Some(f) => Some((FailureLog::open(&f.dir, f.quota_bytes)?, f.verdicts.clone())),
+        None => None,
+    };
     let inspectors = inspectors(&l, l.config.runtime.workers)?;
     tracing::info!(
         workers = l.config.runtime.workers,
@@ -163,6 +185,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<Summary> {
         labels,
         stop: StopSignal::new(),
         handle_signals: true,
+        failures,
     })?;
     tracing::info!(
         frames = summary.frames,
@@ -181,7 +204,7 @@ pub fn check(config_path: &Path) -> Result<String> {
     let scorer = load_scorer(&l)?;
     let c = &l.model.contract;
     let s = &scorer.scoring;
-    Ok(format!(
+    let mut report = format!(
         "{}: ok\n  onnxruntime: {} ({})\n  model: {} ({} {}, sha256 {})\n    input {}x{}x{} ({} resize), embedding {}\n  references: {} (id {}, {} embeddings, made by {})\n  scoring: {} k={} eta_p={} gamma_p={} threshold={}",
         config_path.display(),
         l.runtime.path.display(),
@@ -193,10 +216,7 @@ pub fn check(config_path: &Path) -> Result<String> {
         c.channels,
         c.height,
         c.width,
-        crate::contract::ResizeFilter::NAMES
-            .iter()
-            .find(|n| crate::contract::ResizeFilter::parse(n) == Some(c.resize))
-            .unwrap_or(&"?"),
+        c.resize.name(),
         c.embedding_dim,
         scorer.set.path.display(),
         scorer.id,
@@ -207,7 +227,19 @@ pub fn check(config_path: &Path) -> Result<String> {
         s.orders.eta_p,
         s.orders.gamma_p,
         s.threshold,
-    ))
+    );
+    // A missing camera is a warning, not an error: `run` starts anyway and keeps retrying.
+    if let SourceConfig::Camera(cam) = &l.config.source {
+        match crate::source::camera_backend(cam).and_then(|b| b.open()) {
+            Ok(device) => report += &format!("\n  camera: ok ({})", device.granted()),
+            Err(e) => {
+                report += &format!(
+                    "\n  warning: camera not available: {e}\n    `run` starts anyway, reports camera_lost on the socket and keeps retrying"
+                )
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// `enroll`: embeds good images and writes a reference set with a leave-one-out threshold.
@@ -218,8 +250,11 @@ pub fn enroll(
     false_reject_rate: f64,
 ) -> Result<String> {
     let l = load_model(config_path)?;
-    let SourceConfig::Replay(r) = &l.config.source;
-    let files = replay::list_images(images, &r.extensions)?;
+    let extensions = match &l.config.source {
+        SourceConfig::Replay(r) => r.extensions.clone(),
+        SourceConfig::Camera(_) => default_extensions(),
+    };
+    let files = replay::list_images(images, &extensions)?;
     if files.len() < 2 {
         bail!(
             "{} holds {} image(s); enrolling needs at least 2 good images",
@@ -291,4 +326,83 @@ pub fn enroll(
         scoring.k,
         false_reject_rate
     ))
+}
+
+/// `record`: saves `count` frames from the configured camera as `frame-000001.png`, … in `out`,
+/// after the software region of interest. Each read is bounded by the device's own timeout; the
+/// first frame may also take the open timeout.
+pub fn record(config_path: &Path, out: &Path, count: usize) -> Result<String> {
+    let config = Config::load(config_path)?;
+    let SourceConfig::Camera(camera) = &config.source else {
+        bail!(
+            "`record` needs a camera source ([source] kind = \"camera\" or \"genicam\") in {}",
+            config_path.display()
+        );
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let backend = crate::source::camera_backend(camera)?;
+    let mut device = backend
+        .open()
+        .with_context(|| format!("cannot open the {} camera", backend.name()))?;
+    tracing::info!(granted = device.granted(), "camera opened");
+    let first_deadline = Instant::now() + camera.open_timeout + camera.frame_timeout;
+    let mut saved = Vec::with_capacity(count);
+    while saved.len() < count {
+        let frame = match device.read() {
+            Ok(frame) => frame,
+            Err(crate::source::camera::CaptureError::Timeout(_))
+                if saved.is_empty() && Instant::now() < first_deadline =>
+            {
+                continue;
+            }
+            Err(e) => bail!("after {} of {count} frames: {e}", saved.len()),
+        };
+        let image = match &camera.roi {
+            Some(roi) => crate::source::camera::crop_roi(frame.image, roi)?,
+            None => frame.image,
+        };
+        let path = out.join(format!("frame-{:06}.png", saved.len() + 1));
+        image
+            .save_with_format(&path, image::ImageFormat::Png)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        tracing::debug!(path = %path.display(), device_frame_id = frame.device_frame_id, "frame saved");
+        saved.push((image.width(), image.height()));
+    }
+    let (w, h) = saved.last().copied().unwrap_or_default();
+    Ok(format!(
+        "wrote {count} frames ({w}x{h}) to {}",
+        out.display()
+    ))
+}
+
+/// `devices`: the cameras each back end finds now, with the `device = ` value that selects them.
+/// A back end that cannot list is reported in its section; the command fails only when no back
+/// end could list at all.
+pub fn devices() -> Result<String> {
+    use crate::source::{genicam, uvc};
+    let mut out = String::from("UVC cameras ([source] kind = \"camera\"):\n");
+    let uvc = uvc::list_devices();
+    match &uvc {
+        Ok(found) if found.is_empty() => out.push_str("  no UVC cameras found\n"),
+        Ok(found) => found
+            .iter()
+            .for_each(|d| out.push_str(&format!("  {}\n", d.to_string().replace('\n', "\n  ")))),
+        Err(e) => out.push_str(&format!("  cannot list UVC cameras: {e}\n")),
+    }
+    out.push_str("GenICam cameras ([source] kind = \"genicam\"):\n");
+    let genicam = genicam::list_devices();
+    match &genicam {
+        Ok(found) if found.is_empty() => out.push_str("  no GenICam cameras found\n"),
+        Ok(found) => found.iter().for_each(|d| {
+            out.push_str(&format!(
+                "  {} {} ({})  device = {:?}\n    serial/MAC {}, address {}\n",
+                d.vendor, d.model, d.protocol, d.id, d.physical_id, d.address
+            ))
+        }),
+        Err(e) => out.push_str(&format!("  cannot list GenICam cameras: {e}\n")),
+    }
+    if let (Err(u), Err(g)) = (uvc, genicam) {
+        bail!("no camera back end could list its cameras (UVC: {u}; GenICam: {g})");
+    }
+    Ok(out.trim_end().to_string())
 }

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -24,11 +25,103 @@ pub struct Config {
     pub scoring: ScoringConfig,
     pub output: OutputConfig,
     pub runtime: RuntimeConfig,
+    /// Failure-image logging; `None` = off.
+    pub failures: Option<FailuresConfig>,
+}
+
+/// Where and which failure images are saved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailuresConfig {
+    pub dir: PathBuf,
+    /// Verdict labels whose frames are saved (`fail`, `error`).
+    pub verdicts: Vec<String>,
+    pub quota_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceConfig {
     Replay(ReplayConfig),
+    Camera(CameraConfig),
+}
+
+/// Which camera back end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CameraKind {
+    /// UVC / V4L2 through nokhwa (`kind = "camera"`).
+    Uvc,
+    /// GenICam / GigE Vision through Aravis (`kind = "genicam"`).
+    GenIcam,
+}
+
+/// How frames are acquired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquisition {
+    /// The camera streams at its frame rate.
+    FreeRun,
+    /// One frame per software trigger (GenICam `TriggerSoftware`).
+    SoftwareTrigger,
+}
+
+/// A software region of interest, cropped before preprocessing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roi {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Image file extensions replay takes from a directory by default.
+pub fn default_extensions() -> Vec<String> {
+    ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "pgm", "ppm"]
+        .map(String::from)
+        .to_vec()
+}
+
+impl ReplayConfig {
+    /// Replay of `path` as fast as possible, once, with the default extensions.
+    pub fn of(path: PathBuf) -> Self {
+        Self {
+            path,
+            fps: 0.0,
+            looping: false,
+            extensions: default_extensions(),
+        }
+    }
+}
+
+/// A line camera.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraConfig {
+    pub kind: CameraKind,
+    /// nokhwa: index, `/dev/videoN`, a `/dev/v4l/by-id/...` path or a name substring;
+    /// Aravis: device id, serial or address. `None` = the first camera found.
+    pub device: Option<String>,
+    /// Requested resolution (GenICam: the sensor region's size).
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// GenICam sensor region offset.
+    pub offset_x: u32,
+    pub offset_y: u32,
+    /// Requested frame rate (frames per second).
+    pub frame_rate: Option<f64>,
+    /// `mjpeg`, `yuyv`, `grey` (UVC) or `mono8` (GenICam); `None` = the camera's default.
+    pub pixel_format: Option<String>,
+    /// GenICam exposure time in microseconds.
+    pub exposure_us: Option<f64>,
+    /// GenICam gain (camera units, usually dB).
+    pub gain: Option<f64>,
+    /// GigE Vision: use the Linux packet socket for the stream (off by default: on some hosts no
+    /// frames arrive with it).
+    pub packet_socket: bool,
+    pub acquisition: Acquisition,
+    /// Inspect every Nth frame.
+    pub every_nth: u32,
+    pub frame_timeout: Duration,
+    pub open_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub roi: Option<Roi>,
 }
 
 /// Replay of recorded images (test mode).
@@ -133,6 +226,7 @@ const SECTIONS: &[&str] = &[
     "scoring",
     "output",
     "runtime",
+    "failures",
 ];
 
 impl Config {
@@ -229,12 +323,115 @@ impl Config {
                     })
                 })
             }
+            "camera" | "genicam" => {
+                let name = kind.0.clone();
+                let kind = if name == "camera" {
+                    CameraKind::Uvc
+                } else {
+                    CameraKind::GenIcam
+                };
+                let device = r.string(&mut s, "device").map(|(v, _)| v);
+                let width = r.integer(&mut s, "width", 1, 65535).map(|v| v as u32);
+                let height = r.integer(&mut s, "height", 1, 65535).map(|v| v as u32);
+                let offset_x = r.integer(&mut s, "offset_x", 0, 65535).unwrap_or(0) as u32;
+                let offset_y = r.integer(&mut s, "offset_y", 0, 65535).unwrap_or(0) as u32;
+                let frame_rate = r.float(
+                    &mut s,
+                    "frame_rate",
+                    |v| v > 0.0 && v <= 10_000.0,
+                    "a rate above 0",
+                );
+                let formats: &[&str] = match kind {
+                    CameraKind::Uvc => &["mjpeg", "yuyv", "grey"],
+                    CameraKind::GenIcam => &["mono8"],
+                };
+                let pixel_format = r.string(&mut s, "pixel_format").and_then(|(v, span)| {
+                    let v = v.to_lowercase();
+                    if formats.contains(&v.as_str()) {
+                        Some(v)
+                    } else {
+                        let msg = format!(
+                            "must be one of {} for kind = {:?}, got {v:?}",
+                            formats.join(", "),
+                            name
+                        );
+                        r.error("source.pixel_format", span, msg);
+                        None
+                    }
+                });
+                let (exposure_us, gain, packet_socket) = if kind == CameraKind::GenIcam {
+                    (
+                        r.float(
+                            &mut s,
+                            "exposure_us",
+                            |v| v > 0.0,
+                            "a time in microseconds above 0",
+                        ),
+                        r.float(&mut s, "gain", |v| v >= 0.0, "a gain >= 0"),
+                        r.boolean(&mut s, "packet_socket").unwrap_or(false),
+                    )
+                } else {
+                    (None, None, false)
+                };
+                let acquisition =
+                    r.string(&mut s, "acquisition")
+                        .and_then(|(v, span)| match v.as_str() {
+                            "free-run" => Some(Acquisition::FreeRun),
+                            "software-trigger" if kind == CameraKind::GenIcam => {
+                                Some(Acquisition::SoftwareTrigger)
+                            }
+                            _ => {
+                                let msg = match kind {
+                                    CameraKind::GenIcam => format!(
+                                        "must be \"free-run\" or \"software-trigger\", got {v:?}"
+                                    ),
+                                    CameraKind::Uvc => format!(
+                                        "must be \"free-run\" for kind = \"camera\", got {v:?}"
+                                    ),
+                                };
+                                r.error("source.acquisition", span, msg);
+                                None
+                            }
+                        });
+                let every_nth = r.integer(&mut s, "every_nth", 1, 1_000_000).unwrap_or(1) as u32;
+                let ms = |r: &mut Reader, s: &mut Section, key: &'static str, default: u64| {
+                    Duration::from_millis(
+                        r.integer(s, key, 1, 3_600_000)
+                            .map_or(default, |v| v as u64),
+                    )
+                };
+                let frame_timeout = ms(&mut r, &mut s, "frame_timeout_ms", 2000);
+                let open_timeout = ms(&mut r, &mut s, "open_timeout_ms", 10_000);
+                let backoff_initial = ms(&mut r, &mut s, "reconnect_initial_ms", 500);
+                let backoff_max = ms(&mut r, &mut s, "reconnect_max_ms", 10_000);
+                let roi = r.roi(&mut s, "roi");
+                Some(SourceConfig::Camera(CameraConfig {
+                    kind,
+                    device,
+                    width,
+                    height,
+                    offset_x,
+                    offset_y,
+                    frame_rate,
+                    pixel_format,
+                    exposure_us,
+                    gain,
+                    packet_socket,
+                    acquisition: acquisition.unwrap_or(Acquisition::FreeRun),
+                    every_nth,
+                    frame_timeout,
+                    open_timeout,
+                    backoff_initial,
+                    backoff_max: backoff_max.max(backoff_initial),
+                    roi,
+                }))
+            }
             other => {
                 let span = s.span_of("kind");
                 r.error(
                     "source.kind",
                     span,
-                    format!("unknown source kind {other:?}; this build supports \"replay\""),
+                    format!("unknown source kind {other:?}; expected \"replay\", \"camera\" (UVC/V4L2) or \"genicam\" (GigE Vision)"),
                 );
                 None
             }
@@ -321,6 +518,27 @@ impl Config {
         };
         r.finish(s);
 
+        // [failures]
+        let mut s = section("failures");
+        let dir = r.path(&mut s, "dir", false);
+        let verdicts = r.string_list(&mut s, "verdicts").map(|v| {
+            let (ok, bad): (Vec<String>, Vec<String>) =
+                v.into_iter().partition(|v| v == "fail" || v == "error");
+            if !bad.is_empty() {
+                let span = s.span_of("verdicts");
+                let msg = format!("may hold \"fail\" and \"error\", got {bad:?}");
+                r.error("failures.verdicts", span, msg);
+            }
+            ok
+        });
+        let quota_mb = r.integer(&mut s, "quota_mb", 1, 1 << 30).unwrap_or(256) as u64;
+        let failures = dir.map(|dir| FailuresConfig {
+            dir,
+            verdicts: verdicts.unwrap_or_else(|| vec!["fail".into(), "error".into()]),
+            quota_bytes: quota_mb * 1024 * 1024,
+        });
+        r.finish(s);
+
         match (source, model, references) {
             (Some(source), Some(model), Some(references)) if r.errors.is_empty() => Ok(Config {
                 path: path.into(),
@@ -330,6 +548,7 @@ impl Config {
                 scoring,
                 output,
                 runtime,
+                failures,
             }),
             _ => {
                 r.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
@@ -529,6 +748,41 @@ impl Reader<'_> {
         Some(out)
     }
 
+    /// A region of interest: `{ x = 0, y = 0, width = 100, height = 100 }`.
+    fn roi(&mut self, sec: &mut Section, key: &'static str) -> Option<Roi> {
+        let v = sec.take(key)?;
+        let DeValue::Table(t) = v.get_ref() else {
+            self.type_error(sec, key, v, "a table { x, y, width, height }");
+            return None;
+        };
+        let mut inner = Section {
+            name: "source.roi",
+            table: Some(t),
+            used: Vec::new(),
+        };
+        let x = self.integer(&mut inner, "x", 0, 65535);
+        let y = self.integer(&mut inner, "y", 0, 65535);
+        let w = self.integer(&mut inner, "width", 1, 65535);
+        let h = self.integer(&mut inner, "height", 1, 65535);
+        self.finish(inner);
+        match (x, y, w, h) {
+            (Some(x), Some(y), Some(w), Some(h)) => Some(Roi {
+                x: x as u32,
+                y: y as u32,
+                width: w as u32,
+                height: h as u32,
+            }),
+            _ => {
+                self.error(
+                    &format!("{}.{key}", sec.name),
+                    Some(v.span()),
+                    "needs integer x, y, width and height".into(),
+                );
+                None
+            }
+        }
+    }
+
     /// File permission bits: an octal integer (`0o660`) or an octal string (`"0660"`).
     fn mode(&mut self, sec: &mut Section, key: &'static str) -> Option<u32> {
         let v = sec.take(key)?;
@@ -594,7 +848,9 @@ workers = 3
     #[test]
     fn reads_a_good_config() {
         let c = Config::parse(Path::new("/etc/i/c.toml"), GOOD).unwrap();
-        let SourceConfig::Replay(r) = &c.source;
+        let SourceConfig::Replay(r) = &c.source else {
+            panic!("not replay: {:?}", c.source)
+        };
         assert_eq!(r.path, Path::new("/etc/i/images"));
         assert_eq!(r.fps, 10.0);
         assert_eq!(c.model.path, Path::new("/etc/i/m.onnx"));
@@ -636,6 +892,67 @@ workers = 3
             ["source.path", "model.path", "references.path"],
             "{e}"
         );
+    }
+
+    #[test]
+    fn camera_sources() {
+        let genicam = GOOD.replace(
+            "kind = \"replay\"\npath = \"images\"\nfps = 10",
+            "kind = \"genicam\"\ndevice = \"127.0.0.1\"\npixel_format = \"Mono8\"\nexposure_us = 5000\nframe_timeout_ms = 1500\nacquisition = \"software-trigger\"\nroi = { x = 10, y = 20, width = 100, height = 50 }",
+        );
+        let c = Config::parse(Path::new("c.toml"), &genicam).unwrap();
+        let SourceConfig::Camera(cam) = &c.source else {
+            panic!("not a camera: {:?}", c.source)
+        };
+        assert_eq!(cam.kind, CameraKind::GenIcam);
+        assert_eq!(cam.device.as_deref(), Some("127.0.0.1"));
+        assert_eq!(cam.pixel_format.as_deref(), Some("mono8"));
+        assert_eq!(cam.exposure_us, Some(5000.0));
+        assert_eq!(cam.frame_timeout, Duration::from_millis(1500));
+        assert_eq!(cam.acquisition, Acquisition::SoftwareTrigger);
+        assert_eq!(
+            cam.roi,
+            Some(Roi {
+                x: 10,
+                y: 20,
+                width: 100,
+                height: 50
+            })
+        );
+        assert!(!cam.packet_socket);
+
+        // GenICam-only keys and formats are errors for a UVC camera
+        let uvc = genicam.replace("kind = \"genicam\"", "kind = \"camera\"");
+        let e = Config::parse(Path::new("c.toml"), &uvc).unwrap_err();
+        let keys: Vec<_> = e.errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "source.pixel_format",
+                "source.exposure_us",
+                "source.acquisition"
+            ],
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        for (name, text) in [
+            ("inspectord.toml", include_str!("../config/inspectord.toml")),
+            (
+                "genicam.example.toml",
+                include_str!("../config/genicam.example.toml"),
+            ),
+            (
+                "uvc.example.toml",
+                include_str!("../config/uvc.example.toml"),
+            ),
+        ] {
+            if let Err(e) = Config::parse(Path::new(name), text) {
+                panic!("{e}");
+            }
+        }
     }
 
     #[test]

@@ -30,6 +30,19 @@ impl ResizeFilter {
         "lanczos3",
     ];
 
+    /// The name the metadata uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Box => "box",
+            Self::Bilinear => "bilinear",
+            Self::Hamming => "hamming",
+            Self::CatmullRom => "catmull-rom",
+            Self::Mitchell => "mitchell",
+            Self::Gaussian => "gaussian",
+            Self::Lanczos3 => "lanczos3",
+        }
+    }
+
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "box" | "area" => Self::Box,

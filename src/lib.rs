@@ -5,6 +5,7 @@ pub mod commands;
 pub mod config;
 pub mod contract;
 pub mod encoder;
+pub mod failures;
 pub mod inspect;
 pub mod onnxruntime;
 pub mod pipeline;

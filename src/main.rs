@@ -60,6 +60,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             false_reject_rate,
         } => commands::enroll(&config, &images, &out, false_reject_rate)
             .map(|report| println!("{report}")),
+        Command::Record { config, out, count } => {
+            commands::record(&config, &out, count as usize).map(|report| println!("{report}"))
+        }
+        Command::Devices => commands::devices().map(|report| println!("{report}")),
     }
 }
 

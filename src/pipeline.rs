@@ -23,16 +23,20 @@ use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{Sender, bounded, select};
 
+use crate::failures::FailureLog;
 use crate::inspect::{Inspector, Scorer};
 use crate::report::{Labels, Summary};
 use crate::socket::{Broadcaster, SocketServer};
-use crate::source::{FrameSource, SourceEvent, SourceFrame};
+use crate::source::camera::{
+    Backoff, CameraBackend, CaptureError, CapturedFrame, Supervision, crop_roi,
+};
+use crate::source::{FrameSource, Payload, SourceEvent, SourceFrame};
 use crate::stop::StopSignal;
-use crate::verdict::{Outcome, Verdict};
+use crate::verdict::{Outcome, StatusEvent, StatusKind, Verdict};
 use crate::wire;
 
 /// The scorer in force; workers take a snapshot per frame, so a swap lands between frames.
@@ -53,9 +57,20 @@ pub enum PipelineError {
     Socket(#[from] crate::socket::SocketError),
 }
 
+/// Where frames come from.
+pub enum Input {
+    /// A source whose `next` returns (replay).
+    Frames(Box<dyn FrameSource>),
+    /// A camera, supervised: each opened device runs on its own capture thread under a watchdog.
+    Camera {
+        backend: Arc<dyn CameraBackend>,
+        supervision: Supervision,
+    },
+}
+
 /// Everything a run needs, built by the caller (see `commands`).
 pub struct Pipeline {
-    pub source: Box<dyn FrameSource>,
+    pub source: Input,
     /// One per encoder thread.
     pub inspectors: Vec<Inspector>,
     pub scorer: SharedScorer,
@@ -71,11 +86,27 @@ pub struct Pipeline {
     pub stop: StopSignal,
     /// Install SIGINT/SIGTERM handlers that raise `stop`.
     pub handle_signals: bool,
+    /// Save the frames of these verdicts (`fail`, `error`) here.
+    pub failures: Option<(FailureLog, Vec<String>)>,
+}
+
+/// A frame to save as a failure image.
+struct FailureImage {
+    seq: u64,
+    verdict: &'static str,
+    frame: String,
+    payload: Payload,
 }
 
 struct Job {
     seq: u64,
     frame: SourceFrame,
+}
+
+/// What reaches the sequencer.
+enum ToSequencer {
+    Verdict(Verdict),
+    Status(StatusEvent),
 }
 
 fn spawn<T: Send + 'static>(
@@ -100,7 +131,7 @@ fn join<T>(name: &str, handle: JoinHandle<T>) -> Result<T, PipelineError> {
 /// Runs the pipeline to the end of the source or a stop signal; returns the run's summary.
 pub fn run(p: Pipeline) -> Result<Summary, PipelineError> {
     let Pipeline {
-        mut source,
+        source,
         inspectors,
         scorer,
         model_sha256,
@@ -111,6 +142,7 @@ pub fn run(p: Pipeline) -> Result<Summary, PipelineError> {
         labels,
         stop,
         handle_signals,
+        failures,
     } = p;
 
     let signals = if handle_signals {
@@ -128,12 +160,17 @@ pub fn run(p: Pipeline) -> Result<Summary, PipelineError> {
     };
 
     let (job_tx, job_rx) = bounded::<Job>(queue_depth);
-    let (verdict_tx, verdict_rx) = bounded::<Verdict>(queue_depth + inspectors.len());
+    let (verdict_tx, verdict_rx) = bounded::<ToSequencer>(queue_depth + inspectors.len());
 
     // source
-    let source_name: Arc<str> = Arc::from(source.name());
+    let source_name: Arc<str> = Arc::from(match &source {
+        Input::Frames(f) => f.name(),
+        Input::Camera { backend, .. } => backend.name(),
+    });
     let connected = broadcaster.as_ref().map(Broadcaster::connected_counter);
     let source_stop = stop.clone();
+    let status_tx = verdict_tx.clone();
+    let name = source_name.clone();
     let source_thread = spawn("source", move || {
         if wait_clients > 0 {
             let connected = connected.unwrap_or_default();
@@ -147,26 +184,66 @@ pub fn run(p: Pipeline) -> Result<Summary, PipelineError> {
                 }
             }
         }
-        let mut seq = 0u64;
-        while let SourceEvent::Frame(frame) = source.next(&source_stop) {
-            seq += 1;
-            if job_tx.send(Job { seq, frame }).is_err() {
-                break;
+        let taken = match source {
+            Input::Frames(mut frames) => {
+                let mut seq = 0u64;
+                while let SourceEvent::Frame(frame) = frames.next(&source_stop) {
+                    seq += 1;
+                    if job_tx.send(Job { seq, frame }).is_err() {
+                        break;
+                    }
+                }
+                seq
             }
-        }
+            Input::Camera {
+                backend,
+                supervision,
+            } => supervise_camera(
+                backend,
+                &supervision,
+                &source_stop,
+                &job_tx,
+                &status_tx,
+                &name,
+            ),
+        };
         tracing::debug!(
-            frames = seq,
+            frames = taken,
             stopped = source_stop.is_raised(),
             "source ended"
         );
-        seq
+        taken
     })?;
+
+    // failure images: off the verdict path; when the saver is behind, images are dropped (logged)
+    let (failure_tx, failure_thread) = match failures {
+        Some((mut log, verdicts)) => {
+            let (tx, rx) = bounded::<FailureImage>(16);
+            let thread = spawn("failures", move || {
+                let mut failed = 0u64;
+                for f in rx.iter() {
+                    match log.save(f.seq, f.verdict, &f.frame, &f.payload) {
+                        Ok(path) => {
+                            tracing::debug!(seq = f.seq, path = %path.display(), "failure image saved")
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            tracing::warn!(seq = f.seq, error = %e, failed_total = failed, "failure image not saved; inspection goes on");
+                        }
+                    }
+                }
+            })?;
+            (Some((tx, Arc::new(verdicts))), Some(thread))
+        }
+        None => (None, None),
+    };
 
     // encoders
     let mut workers = Vec::new();
     for (i, mut inspector) in inspectors.into_iter().enumerate() {
         let (job_rx, verdict_tx, scorer) = (job_rx.clone(), verdict_tx.clone(), scorer.clone());
         let (source_name, model_sha256) = (source_name.clone(), model_sha256.clone());
+        let failure_tx = failure_tx.clone();
         let name = format!("encoder-{i}");
         workers.push((
             name.clone(),
@@ -183,6 +260,23 @@ pub fn run(p: Pipeline) -> Result<Summary, PipelineError> {
                     .unwrap_or_else(|_| Outcome::Error {
                         reason: "internal error: inspection panicked".into(),
                     });
+                    let label = outcome.label();
+                    if let (Some((tx, wanted)), Ok(payload)) = (&failure_tx, frame.payload)
+                        && wanted.iter().any(|w| w == label)
+                    {
+                        let image = FailureImage {
+                            seq,
+                            verdict: label,
+                            frame: frame.id.clone(),
+                            payload,
+                        };
+                        if tx.try_send(image).is_err() {
+                            tracing::warn!(
+                                seq,
+                                "failure-image saver is behind; this image is not saved"
+                            );
+                        }
+                    }
                     let verdict = Verdict {
                         seq,
                         source: source_name.clone(),
@@ -193,14 +287,14 @@ pub fn run(p: Pipeline) -> Result<Summary, PipelineError> {
                         model_sha256: model_sha256.clone(),
                         reference_set: scorer.id.clone(),
                     };
-                    if verdict_tx.send(verdict).is_err() {
+                    if verdict_tx.send(ToSequencer::Verdict(verdict)).is_err() {
                         break;
                     }
                 }
             })?,
         ));
     }
-    drop((job_rx, verdict_tx));
+    drop((job_rx, verdict_tx, failure_tx));
 
     // sequencer
     let sequencer = spawn("sequencer", move || {
@@ -213,7 +307,14 @@ pub fn run(p: Pipeline) -> Result<Summary, PipelineError> {
         let mut first_taken = None;
         let mut pending = BTreeMap::new();
         let mut next = 1u64;
-        for verdict in verdict_rx.iter() {
+        for event in verdict_rx.iter() {
+            let verdict = match event {
+                ToSequencer::Verdict(v) => v,
+                ToSequencer::Status(e) => {
+                    sink.status(&e);
+                    continue;
+                }
+            };
             pending.insert(verdict.seq, verdict);
             while let Some(v) = pending.remove(&next) {
                 first_taken.get_or_insert(v.taken);
@@ -235,6 +336,9 @@ pub fn run(p: Pipeline) -> Result<Summary, PipelineError> {
         join(&name, handle)?;
     }
     let summary = join("sequencer", sequencer)?;
+    if let Some(t) = failure_thread {
+        join("failures", t)?;
+    }
     if let Some(t) = socket_thread {
         join("socket", t)??;
     }
@@ -253,10 +357,7 @@ struct Sinks {
 }
 
 impl Sinks {
-    fn emit(&mut self, v: &Verdict, summary: &mut Summary) {
-        let latency = v.taken.elapsed();
-        let line: Arc<str> = Arc::from(wire::verdict_line(v, latency));
-        tracing::debug!(seq = v.seq, frame = %v.frame, verdict = v.label(), latency_us = latency.as_micros() as u64, "verdict");
+    fn line(&mut self, line: Arc<str>) {
         if let Some(out) = &self.stdout {
             let mut lock = out.lock();
             if let Err(e) = lock.write_all(line.as_bytes()).and_then(|()| lock.flush()) {
@@ -268,6 +369,25 @@ impl Sinks {
         if let Some(b) = &self.broadcaster {
             b.send(line);
         }
+    }
+
+    fn status(&mut self, e: &StatusEvent) {
+        match e.kind {
+            StatusKind::CameraLost => {
+                tracing::warn!(source = %e.source, reason = e.reason.as_deref().unwrap_or(""), after_seq = e.after_seq, "camera lost")
+            }
+            StatusKind::CameraRestored => {
+                tracing::info!(source = %e.source, after_seq = e.after_seq, "camera restored")
+            }
+        }
+        self.line(Arc::from(wire::status_line(e)));
+    }
+
+    fn emit(&mut self, v: &Verdict, summary: &mut Summary) {
+        let latency = v.taken.elapsed();
+        let line: Arc<str> = Arc::from(wire::verdict_line(v, latency));
+        tracing::debug!(seq = v.seq, frame = %v.frame, verdict = v.label(), latency_us = latency.as_micros() as u64, "verdict");
+        self.line(line);
         summary.record(v, latency, self.labels.as_ref());
     }
 }
@@ -299,4 +419,112 @@ fn watch_signals(stop: &StopSignal) -> Result<SignalWatch, PipelineError> {
 /// The scorer shared by workers, ready for swapping.
 pub fn shared_scorer(scorer: Scorer) -> SharedScorer {
     Arc::new(RwLock::new(Arc::new(scorer)))
+}
+
+/// Supervises a camera until `stop`: opens it on a fresh capture thread, forwards frames as
+/// jobs, and treats a silent, failing or unopenable camera as lost (status event, backoff,
+/// reopen). Returns the number of frames taken.
+fn supervise_camera(
+    backend: Arc<dyn CameraBackend>,
+    sup: &Supervision,
+    stop: &StopSignal,
+    job_tx: &Sender<Job>,
+    status_tx: &Sender<ToSequencer>,
+    source: &Arc<str>,
+) -> u64 {
+    let mut seq = 0u64;
+    let mut received = 0u64;
+    let mut lost = false;
+    let mut backoff = Backoff::new(sup.backoff_initial, sup.backoff_max);
+    let status = |kind, reason: Option<String>, after_seq| {
+        let event = StatusEvent {
+            kind,
+            source: source.clone(),
+            at: SystemTime::now(),
+            reason,
+            after_seq,
+        };
+        let _ = status_tx.send(ToSequencer::Status(event));
+    };
+    for attempt in 1u64.. {
+        if stop.is_raised() {
+            break;
+        }
+        let (frame_tx, frame_rx) = bounded::<Result<CapturedFrame, CaptureError>>(2);
+        let device = backend.clone();
+        let opened = spawn(&format!("capture-{attempt}"), move || {
+            let mut dev = match device.open() {
+                Ok(dev) => dev,
+                Err(e) => {
+                    let _ = frame_tx.send(Err(e));
+                    return;
+                }
+            };
+            tracing::info!(granted = dev.granted(), "camera opened");
+            loop {
+                let r = dev.read();
+                let failed = r.is_err();
+                // A closed channel means the supervisor gave up on this capture: end, and drop
+                // (close) the device here, off the pipeline's path.
+                if frame_tx.send(r).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let reason = match opened {
+            Err(e) => e.to_string(),
+            Ok(_detached) => {
+                // The first frame may take longer: opening a device is not a frame wait.
+                let mut wait = sup.frame_timeout + sup.open_timeout;
+                loop {
+                    select! {
+                        recv(frame_rx) -> msg => match msg {
+                            Ok(Ok(frame)) => {
+                                wait = sup.frame_timeout;
+                                if lost {
+                                    lost = false;
+                                    backoff.reset();
+                                    status(StatusKind::CameraRestored, None, seq);
+                                }
+                                received += 1;
+                                if !(received - 1).is_multiple_of(u64::from(sup.every_nth)) {
+                                    continue;
+                                }
+                                seq += 1;
+                                let id = frame.device_frame_id.unwrap_or(received).to_string();
+                                let payload = match &sup.roi {
+                                    Some(roi) => crop_roi(frame.image, roi),
+                                    None => Ok(frame.image),
+                                };
+                                let frame = SourceFrame {
+                                    id,
+                                    captured_at: SystemTime::now(),
+                                    taken: Instant::now(),
+                                    payload: payload.map(Payload::Decoded).map_err(|e| e.to_string()),
+                                };
+                                if job_tx.send(Job { seq, frame }).is_err() {
+                                    return seq;
+                                }
+                            }
+                            Ok(Err(e)) => break e.to_string(),
+                            Err(_) => break "the capture thread ended".to_string(),
+                        },
+                        recv(stop.receiver()) -> _ => return seq,
+                        default(wait) => break CaptureError::Timeout(wait).to_string(),
+                    }
+                }
+            }
+        };
+        if lost {
+            tracing::debug!(attempt, reason, "camera still lost");
+        } else {
+            lost = true;
+            status(StatusKind::CameraLost, Some(reason), seq);
+        }
+        drop(frame_rx);
+        if stop.sleep(backoff.next_delay()) {
+            break;
+        }
+    }
+    seq
 }

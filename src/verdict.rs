@@ -42,10 +42,10 @@ pub enum Outcome {
     Error { reason: String },
 }
 
-impl Verdict {
+impl Outcome {
     /// `pass`, `fail` or `error`.
     pub fn label(&self) -> &'static str {
-        match &self.outcome {
+        match self {
             Outcome::Inspected {
                 decision: Decision::Pass,
                 ..
@@ -55,6 +55,40 @@ impl Verdict {
                 ..
             } => "fail",
             Outcome::Error { .. } => "error",
+        }
+    }
+}
+
+impl Verdict {
+    /// `pass`, `fail` or `error`.
+    pub fn label(&self) -> &'static str {
+        self.outcome.label()
+    }
+}
+
+/// Something that happened to the source, reported on the socket between verdicts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusEvent {
+    pub kind: StatusKind,
+    pub source: Arc<str>,
+    pub at: SystemTime,
+    /// Why (for `camera_lost`).
+    pub reason: Option<String>,
+    /// The `seq` of the last frame taken before the event (0 if none yet).
+    pub after_seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusKind {
+    CameraLost,
+    CameraRestored,
+}
+
+impl StatusKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CameraLost => "camera_lost",
+            Self::CameraRestored => "camera_restored",
         }
     }
 }

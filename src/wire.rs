@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::verdict::{Outcome, Verdict};
+use crate::verdict::{Outcome, StatusEvent, Verdict};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -20,6 +20,22 @@ pub enum Message {
     Hello(Hello),
     /// One per frame, in `seq` order.
     Verdict(WireVerdict),
+    /// A change in the source's state (`camera_lost`, `camera_restored`).
+    Status(WireStatus),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireStatus {
+    pub v: u32,
+    /// `camera_lost` or `camera_restored`.
+    pub event: String,
+    pub source: String,
+    /// RFC 3339, UTC, microseconds.
+    pub at: String,
+    /// The `seq` of the last frame taken before the event (0 if none yet).
+    pub after_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,6 +127,18 @@ pub fn line(m: &Message) -> String {
         .unwrap_or_else(|e| format!("{{\"type\":\"internal_error\",\"error\":\"{e}\"}}"));
     s.push('\n');
     s
+}
+
+/// A status event as a JSON line.
+pub fn status_line(e: &StatusEvent) -> String {
+    line(&Message::Status(WireStatus {
+        v: PROTOCOL_VERSION,
+        event: e.kind.as_str().to_string(),
+        source: e.source.to_string(),
+        at: rfc3339_micros(e.at),
+        after_seq: e.after_seq,
+        reason: e.reason.clone(),
+    }))
 }
 
 /// A verdict as a JSON line.

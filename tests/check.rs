@@ -181,3 +181,28 @@ fn missing_onnx_runtime_is_named() {
         out.stderr
     );
 }
+
+#[test]
+fn a_missing_camera_is_a_warning_not_an_error() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let toml = format!(
+        "[source]\nkind = \"genicam\"\ndevice = \"inspectord-test-no-such-camera\"\n\n[model]\npath = {}\n\n[references]\npath = {}\n\n[output]\nsocket = {}\n",
+        common::toml_str(art.model.to_str().unwrap()),
+        common::toml_str(art.references.to_str().unwrap()),
+        common::toml_str(tmp.path().join("v.sock").to_str().unwrap()),
+    );
+    let path = tmp.path().join("camera.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let out = common::run(
+        inspectord(tmp.path(), &[&"check", &"--config", &path]),
+        LIMIT,
+    );
+    out.assert_success();
+    let report = out.stdout.join("\n");
+    assert!(report.contains("warning: camera not available"), "{report}");
+    assert!(
+        report.contains("inspectord-test-no-such-camera"),
+        "{report}"
+    );
+}

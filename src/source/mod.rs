@@ -5,7 +5,11 @@
 //! from its one source thread. A frame that cannot be read is still a frame: it carries the
 //! reason and becomes an `error` verdict.
 
+pub mod camera;
+pub mod genicam;
+pub mod pixel;
 pub mod replay;
+pub mod uvc;
 
 use std::time::{Instant, SystemTime};
 
@@ -39,6 +43,18 @@ pub enum SourceEvent {
     Frame(SourceFrame),
     /// No more frames (end of a replay, or the stop signal).
     End,
+}
+
+/// The camera back end a config names.
+pub fn camera_backend(
+    config: &crate::config::CameraConfig,
+) -> Result<std::sync::Arc<dyn camera::CameraBackend>, camera::CaptureError> {
+    match config.kind {
+        crate::config::CameraKind::GenIcam => {
+            Ok(std::sync::Arc::new(genicam::GenicamBackend::new(config)))
+        }
+        crate::config::CameraKind::Uvc => Ok(std::sync::Arc::new(uvc::UvcBackend::new(config))),
+    }
 }
 
 /// A source of frames.
