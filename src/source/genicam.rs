@@ -56,22 +56,41 @@ pub struct GenicamDevice {
     pub protocol: String,
 }
 
-/// Every GenICam device Aravis finds now (GigE Vision discovery, USB3 Vision).
-pub fn list_devices() -> Result<Vec<GenicamDevice>, CaptureError> {
-    let token = lock_aravis();
-    let s = |c: &std::ffi::CString| c.to_string_lossy().into_owned();
-    Ok(token
-        .get_device_list()
-        .iter()
-        .map(|d| GenicamDevice {
+impl From<&aravis::DeviceInfo> for GenicamDevice {
+    fn from(d: &aravis::DeviceInfo) -> Self {
+        let s = |c: &std::ffi::CString| c.to_string_lossy().into_owned();
+        GenicamDevice {
             id: s(&d.id),
             vendor: s(&d.vendor),
             model: s(&d.model),
             physical_id: s(&d.physical_id),
             address: s(&d.address),
             protocol: s(&d.protocol),
-        })
+        }
+    }
+}
+
+/// Every GenICam device Aravis finds now (GigE Vision discovery, USB3 Vision).
+pub fn list_devices() -> Result<Vec<GenicamDevice>, CaptureError> {
+    let token = lock_aravis();
+    Ok(token
+        .get_device_list()
+        .iter()
+        .map(GenicamDevice::from)
         .collect())
+}
+
+/// The device id of the listed device that `spec` names: its id, address or physical id (MAC),
+/// or its serial number (Aravis ids are `<vendor>-<serial>`), case-insensitively.
+pub fn resolve_device(spec: &str, listed: &[GenicamDevice]) -> Option<String> {
+    let spec = spec.trim();
+    let eq = |a: &str| a.eq_ignore_ascii_case(spec);
+    let serial = |id: &str| id.rsplit_once('-').is_some_and(|(_, serial)| eq(serial));
+    listed
+        .iter()
+        .find(|d| eq(&d.id) || eq(&d.address) || eq(&d.physical_id))
+        .or_else(|| listed.iter().find(|d| serial(&d.id)))
+        .map(|d| d.id.clone())
 }
 
 /// Opens the configured GenICam camera.
@@ -175,7 +194,15 @@ impl GenicamCapture {
         let camera = {
             let token = lock_aravis();
             let name = match &c.device {
-                Some(d) => d.clone(),
+                // An id, address or MAC as given; a serial number through the device list.
+                Some(d) => {
+                    let listed: Vec<GenicamDevice> = token
+                        .get_device_list()
+                        .iter()
+                        .map(GenicamDevice::from)
+                        .collect();
+                    resolve_device(d, &listed).unwrap_or_else(|| d.clone())
+                }
                 // Opening "the first camera" may pick another interface's device (e.g. with a
                 // simulator on 127.0.0.1): take the first listed one and open it by its id.
                 None => {
@@ -393,5 +420,42 @@ impl Drop for GenicamCapture {
             stop_ms = started.elapsed().as_millis() as u64,
             "GenICam capture closed"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(id: &str, address: &str, mac: &str) -> GenicamDevice {
+        GenicamDevice {
+            id: id.into(),
+            vendor: "v".into(),
+            model: "m".into(),
+            physical_id: mac.into(),
+            address: address.into(),
+            protocol: "GigEVision".into(),
+        }
+    }
+
+    #[test]
+    fn a_device_is_found_by_id_address_mac_or_serial() {
+        let listed = [
+            dev("Basler-21234567", "192.168.10.20", "00:30:53:aa:bb:cc"),
+            dev("Aravis-Fake-GV01", "127.0.0.1", "00:00:00:00:00:00"),
+        ];
+        let want = Some("Aravis-Fake-GV01".to_string());
+        assert_eq!(resolve_device("Aravis-Fake-GV01", &listed), want);
+        assert_eq!(resolve_device("127.0.0.1", &listed), want);
+        assert_eq!(resolve_device("gv01", &listed), want);
+        assert_eq!(
+            resolve_device("21234567", &listed).as_deref(),
+            Some("Basler-21234567")
+        );
+        assert_eq!(
+            resolve_device("00:30:53:AA:BB:CC", &listed).as_deref(),
+            Some("Basler-21234567")
+        );
+        assert_eq!(resolve_device("99999", &listed), None);
     }
 }
