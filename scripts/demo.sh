@@ -5,9 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/system-deps.sh
-bash scripts/fetch-onnxruntime.sh
-python3 models/fetch_elpv.py --root .
-cargo build --release --locked
+# Set-up output goes to stderr: stdout carries only the verdicts (JSON Lines).
+{
+  bash scripts/system-deps.sh
+  bash scripts/fetch-onnxruntime.sh
+  python3 models/fetch_elpv.py --root .
+  cargo build --release --locked
+} >&2
 
 exec ./target/release/inspectord replay --config config/inspectord.toml --labels models/elpv-split.csv "$@"
