@@ -88,19 +88,7 @@ fn enrolled_references_are_used_by_replay() {
     let socket = tmp.path().join("v.sock");
     cfg.socket = Some(socket.clone());
     let config = cfg.write(&tmp.path().join("enrolled.toml"));
-    let daemon = common::spawn(
-        common::command(
-            tmp.path(),
-            [
-                "replay".as_ref(),
-                "--config".as_ref(),
-                config.as_os_str(),
-                "--wait-clients".as_ref(),
-                "1".as_ref(),
-            ],
-        ),
-        LIMIT,
-    );
+    let daemon = common::replay_waiting(tmp.path(), &config, 1, LIMIT);
     let reader = common::spawn_reader(daemon.connect(&socket, LIMIT), LIMIT);
     let got = reader.join().unwrap();
     let done = daemon.wait(LIMIT);

@@ -143,19 +143,7 @@ fn stale_socket_is_replaced() {
     let mut cfg = TestConfig::new(&art, &images);
     cfg.socket = Some(socket.clone());
     let config = cfg.write(&tmp.path().join("inspectord.toml"));
-    let daemon = common::spawn(
-        common::command(
-            tmp.path(),
-            [
-                "replay".as_ref(),
-                "--config".as_ref(),
-                config.as_os_str(),
-                "--wait-clients".as_ref(),
-                "1".as_ref(),
-            ],
-        ),
-        LIMIT,
-    );
+    let daemon = common::replay_waiting(tmp.path(), &config, 1, LIMIT);
     let reader = common::spawn_reader(daemon.connect(&socket, LIMIT), LIMIT);
     let got = common::parse_json_lines(&common::socket_lines(&reader.join().unwrap()));
     let done = daemon.wait(LIMIT);

@@ -49,19 +49,7 @@ fn silent_client_does_not_block_a_reading_client() {
     cfg.client_buffer = Some(CLIENT_BUFFER);
     let config = cfg.write(&tmp.path().join("inspectord.toml"));
 
-    let daemon = common::spawn(
-        common::command(
-            tmp.path(),
-            [
-                "replay".as_ref(),
-                "--config".as_ref(),
-                config.as_os_str(),
-                "--wait-clients".as_ref(),
-                "2".as_ref(),
-            ],
-        ),
-        LIMIT,
-    );
+    let daemon = common::replay_waiting(tmp.path(), &config, 2, LIMIT);
     let silent = daemon.connect(&socket, LIMIT);
     let reader = common::spawn_reader(daemon.connect(&socket, LIMIT), LIMIT);
     let got = reader.join().expect("reading client");

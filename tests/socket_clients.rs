@@ -47,19 +47,7 @@ fn two_clients_receive_every_verdict_in_order() {
     let config = cfg.write(&tmp.path().join("inspectord.toml"));
 
     let started = SystemTime::now();
-    let daemon = common::spawn(
-        common::command(
-            tmp.path(),
-            [
-                "replay".as_ref(),
-                "--config".as_ref(),
-                config.as_os_str(),
-                "--wait-clients".as_ref(),
-                "2".as_ref(),
-            ],
-        ),
-        LIMIT,
-    );
+    let daemon = common::replay_waiting(tmp.path(), &config, 2, LIMIT);
     let a = daemon.connect(&socket, LIMIT);
     // A client is connected and the replay is held until the second one is, so the daemon is
     // certainly serving now. (Once both are connected the 14 frames may be done, and the socket

@@ -688,6 +688,20 @@ impl Finished {
     }
 }
 
+/// `inspectord replay --config CONFIG --wait-clients N`, started in `cwd`: the replay is held
+/// until `clients` socket clients are connected.
+pub fn replay_waiting(cwd: &Path, config: &Path, clients: usize, limit: Duration) -> Daemon {
+    let n = clients.to_string();
+    let args: [&OsStr; 5] = [
+        "replay".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--wait-clients".as_ref(),
+        n.as_ref(),
+    ];
+    spawn(command(cwd, args), limit)
+}
+
 /// Starts `cmd` with piped stdout/stderr; the watchdog kills it after `limit`.
 pub fn spawn(mut cmd: Command, limit: Duration) -> Daemon {
     let mut child = cmd
