@@ -21,15 +21,21 @@ pub struct Cli {
         default_value = "info,ort=warn"
     )]
     pub log: String,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// Log format: `auto` is `journal` when stderr is the journal (under systemd), else `text`.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    Auto,
+    /// Human-readable lines on stderr.
     Text,
+    /// One JSON object per line on stderr.
     Json,
+    /// The systemd journal, with priorities and structured fields (`<N>`-prefixed stderr if
+    /// the journal socket is unreachable).
+    Journal,
 }
 
 #[derive(Debug, Subcommand)]

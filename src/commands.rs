@@ -16,6 +16,7 @@ use crate::preprocess::Preprocessor;
 use crate::references::{ReferenceMeta, ReferenceSet};
 use crate::report::{Labels, Summary};
 use crate::score::{self, Embeddings, ScoreKind, Scoring};
+use crate::service::{self, Notifier};
 use crate::soart3::Orders;
 use crate::socket::{self, SocketServer, SocketSettings};
 use crate::source::Payload;
@@ -59,6 +60,11 @@ fn load_scorer(l: &Loaded) -> Result<Scorer> {
         l.model.contract.embedding_dim,
     )?;
     let scorer = Scorer::new(set, &l.config.scoring);
+    log_scorer(&scorer, "references loaded");
+    Ok(scorer)
+}
+
+fn log_scorer(scorer: &Scorer, message: &'static str) {
     tracing::info!(
         path = %scorer.set.path.display(),
         id = %scorer.id,
@@ -68,9 +74,8 @@ fn load_scorer(l: &Loaded) -> Result<Scorer> {
         eta_p = scorer.scoring.orders.eta_p,
         gamma_p = scorer.scoring.orders.gamma_p,
         threshold = scorer.scoring.threshold,
-        "references loaded"
+        "{message}"
     );
-    Ok(scorer)
 }
 
 fn inspectors(l: &Loaded, n: usize) -> Result<Vec<Inspector>> {
@@ -105,23 +110,71 @@ fn source(config: &SourceConfig) -> Result<Input> {
 }
 
 fn socket(l: &Loaded, scorer: &Scorer) -> Result<Option<(SocketServer, socket::Broadcaster)>> {
-    let Some(path) = &l.config.output.socket else {
-        return Ok(None);
-    };
-    let listener = socket::bind(path, l.config.output.socket_mode)?;
-    let hello = wire::line(&wire::Message::Hello(wire::Hello {
-        v: wire::PROTOCOL_VERSION,
-        daemon: format!("inspectord {}", env!("CARGO_PKG_VERSION")),
-        model_sha256: l.model.sha256.clone(),
-        reference_set: scorer.id.to_string(),
-    }));
+    let hello = wire::hello_line(&l.model.sha256, &scorer.id);
     let settings = SocketSettings {
         client_buffer: l.config.output.client_buffer,
         max_clients: l.config.output.max_clients,
     };
+    // Socket activation: the service manager owns the socket file; clients may already be
+    // waiting in its backlog.
+    if let Some(listener) = service::activated_listener()? {
+        let passed = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+        if let (Some(configured), Some(passed)) = (&l.config.output.socket, &passed)
+            && configured != passed
+        {
+            tracing::warn!(configured = %configured.display(), passed = %passed.display(), "serving the socket passed by the service manager, not output.socket");
+        }
+        let server = SocketServer::new(listener, None, hello, settings)?;
+        tracing::info!(path = ?passed, "verdict socket passed by the service manager (socket activation)");
+        return Ok(Some(server));
+    }
+    let Some(path) = &l.config.output.socket else {
+        return Ok(None);
+    };
+    let listener = socket::bind(path, l.config.output.socket_mode)?;
     let server = SocketServer::new(listener, Some(path.clone()), hello, settings)?;
     tracing::info!(path = %path.display(), mode = format!("{:o}", l.config.output.socket_mode), "verdict socket listening");
     Ok(Some(server))
+}
+
+/// What SIGHUP reloads: the config's `[references]` and `[scoring]`, checked against the model
+/// already loaded. The ONNX Runtime sessions are not touched. Changes to other sections are
+/// logged as needing a restart.
+fn reloader(l: &Loaded) -> pipeline::Reload {
+    let (config_path, running) = (l.config.path.clone(), l.config.clone());
+    let (sha, model_path, dim) = (
+        l.model.sha256.clone(),
+        l.model.path.clone(),
+        l.model.contract.embedding_dim,
+    );
+    Box::new(move || {
+        let config =
+            Config::load(&config_path).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        let set = ReferenceSet::load(&config.references.path, &sha, &model_path, dim)
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        let needs_restart: Vec<&str> = [
+            ("source", config.source != running.source),
+            ("model", config.model != running.model),
+            ("output", config.output != running.output),
+            ("runtime", config.runtime != running.runtime),
+            ("failures", config.failures != running.failures),
+        ]
+        .into_iter()
+        .filter_map(|(section, changed)| changed.then_some(section))
+        .collect();
+        if !needs_restart.is_empty() {
+            tracing::warn!(
+                sections = ?needs_restart,
+                "these changed sections take effect on restart only; reloading references and scoring"
+            );
+        }
+        let scorer = Scorer::new(set, &config.scoring);
+        log_scorer(&scorer, "references reloaded");
+        Ok(scorer)
+    })
 }
 
 /// Options of the pipeline modes.
@@ -186,6 +239,9 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<Summary> {
         stop: StopSignal::new(),
         handle_signals: true,
         failures,
+        notifier: Notifier::from_env(),
+        stall_timeout: l.config.runtime.stall_timeout,
+        reload: Some(reloader(&l)),
     })?;
     tracing::info!(
         frames = summary.frames,

@@ -179,6 +179,9 @@ pub struct RuntimeConfig {
     pub intra_op_threads: usize,
     /// Frames waiting between the source and the workers.
     pub queue_depth: usize,
+    /// A stage busy this long on one frame counts as wedged: the systemd watchdog is no longer
+    /// fed, so systemd restarts the daemon.
+    pub stall_timeout: Duration,
 }
 
 /// One problem in a config file.
@@ -510,11 +513,16 @@ impl Config {
         let workers = r.integer(&mut s, "workers", 1, 256).unwrap_or(2) as usize;
         let intra_op_threads = r.integer(&mut s, "intra_op_threads", 1, 256).unwrap_or(1) as usize;
         let queue_depth = r.integer(&mut s, "queue_depth", 1, 65536).unwrap_or(8) as usize;
+        let stall_timeout = Duration::from_millis(
+            r.integer(&mut s, "stall_timeout_ms", 100, 3_600_000)
+                .unwrap_or(10_000) as u64,
+        );
         let runtime = RuntimeConfig {
             onnxruntime,
             workers,
             intra_op_threads,
             queue_depth,
+            stall_timeout,
         };
         r.finish(s);
 

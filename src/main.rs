@@ -5,12 +5,13 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use inspectord::cli::{Cli, Command, LogFormat};
+use inspectord::cli::{Cli, Command};
 use inspectord::commands::{self, RunOptions};
+use inspectord::logging;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_format);
+    logging::init(&cli.log, cli.log_format, std::io::stderr().is_terminal());
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -64,20 +65,5 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             commands::record(&config, &out, count as usize).map(|report| println!("{report}"))
         }
         Command::Devices => commands::devices().map(|report| println!("{report}")),
-    }
-}
-
-fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("inspectord: bad log filter {filter:?} ({e}); using `info`");
-        tracing_subscriber::EnvFilter::new("info")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }

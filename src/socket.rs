@@ -15,8 +15,8 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
@@ -94,7 +94,11 @@ pub struct Broadcaster {
     tx: Sender<Arc<str>>,
     waker: Arc<Waker>,
     connected: Arc<AtomicUsize>,
+    hello: SharedHello,
 }
+
+/// The `hello` line new clients get; it changes when the reference set is reloaded.
+type SharedHello = Arc<Mutex<Arc<str>>>;
 
 impl Broadcaster {
     /// Queues a line for every connected client. Blocks only while the event loop, which never
@@ -102,6 +106,15 @@ impl Broadcaster {
     pub fn send(&self, line: Arc<str>) {
         if self.tx.send(line).is_ok() {
             let _ = self.waker.wake();
+        }
+    }
+
+    /// Replaces the `hello` line that clients connecting from now on receive.
+    pub fn set_hello(&self, hello: String) {
+        let hello = Arc::from(hello);
+        match self.hello.lock() {
+            Ok(mut h) => *h = hello,
+            Err(poisoned) => *poisoned.into_inner() = hello,
         }
     }
 
@@ -173,7 +186,7 @@ pub struct SocketServer {
     clients: HashMap<Token, Client>,
     next_token: usize,
     next_client_id: u64,
-    hello: Arc<str>,
+    hello: SharedHello,
     settings: SocketSettings,
     connected: Arc<AtomicUsize>,
     evicted: u64,
@@ -205,6 +218,7 @@ impl SocketServer {
         });
         let (tx, rx) = bounded(4096);
         let connected = Arc::new(AtomicUsize::new(0));
+        let hello: SharedHello = Arc::new(Mutex::new(Arc::from(hello)));
         let server = SocketServer {
             poll,
             listener,
@@ -213,7 +227,7 @@ impl SocketServer {
             clients: HashMap::new(),
             next_token: FIRST_CLIENT,
             next_client_id: 1,
-            hello: Arc::from(hello),
+            hello: hello.clone(),
             settings,
             connected: connected.clone(),
             evicted: 0,
@@ -225,6 +239,7 @@ impl SocketServer {
                 tx,
                 waker,
                 connected,
+                hello,
             },
         ))
     }
@@ -297,7 +312,11 @@ impl SocketServer {
                         queue: VecDeque::new(),
                         offset: 0,
                     };
-                    client.queue.push_back(self.hello.clone());
+                    let hello = match self.hello.lock() {
+                        Ok(h) => h.clone(),
+                        Err(poisoned) => poisoned.into_inner().clone(),
+                    };
+                    client.queue.push_back(hello);
                     self.clients.insert(token, client);
                     self.connected.store(self.clients.len(), Ordering::SeqCst);
                     tracing::info!(

@@ -66,22 +66,32 @@ impl Verdict {
     }
 }
 
-/// Something that happened to the source, reported on the socket between verdicts.
+/// Something that happened to the source or the reference set, reported on the socket between
+/// verdicts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusEvent {
     pub kind: StatusKind,
     pub source: Arc<str>,
     pub at: SystemTime,
-    /// Why (for `camera_lost`).
+    /// Why (for `camera_lost`, `reload_refused`).
     pub reason: Option<String>,
-    /// The `seq` of the last frame taken before the event (0 if none yet).
+    /// The `seq` of the last frame taken (camera events) or emitted (reload events) before the
+    /// event (0 if none yet).
     pub after_seq: u64,
+    /// The reference set in force after the event (reload events).
+    pub reference_set: Option<Arc<str>>,
+    /// The reference set in force before it (reload events).
+    pub previous_reference_set: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusKind {
     CameraLost,
     CameraRestored,
+    /// SIGHUP: a new reference set and scoring settings are in force from the next frame.
+    ReferencesReloaded,
+    /// SIGHUP: the new files were refused; the previous set stays in force.
+    ReloadRefused,
 }
 
 impl StatusKind {
@@ -89,6 +99,8 @@ impl StatusKind {
         match self {
             Self::CameraLost => "camera_lost",
             Self::CameraRestored => "camera_restored",
+            Self::ReferencesReloaded => "references_reloaded",
+            Self::ReloadRefused => "reload_refused",
         }
     }
 }

@@ -20,14 +20,15 @@ pub enum Message {
     Hello(Hello),
     /// One per frame, in `seq` order.
     Verdict(WireVerdict),
-    /// A change in the source's state (`camera_lost`, `camera_restored`).
+    /// A change in the source's state (`camera_lost`, `camera_restored`) or of the reference
+    /// set (`references_reloaded`, `reload_refused`).
     Status(WireStatus),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WireStatus {
     pub v: u32,
-    /// `camera_lost` or `camera_restored`.
+    /// `camera_lost`, `camera_restored`, `references_reloaded` or `reload_refused`.
     pub event: String,
     pub source: String,
     /// RFC 3339, UTC, microseconds.
@@ -36,6 +37,12 @@ pub struct WireStatus {
     pub after_seq: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Reload events: the reference set in force after the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_set: Option<String>,
+    /// Reload events: the reference set in force before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_reference_set: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +136,16 @@ pub fn line(m: &Message) -> String {
     s
 }
 
+/// The `hello` line for the model and reference set in force.
+pub fn hello_line(model_sha256: &str, reference_set: &str) -> String {
+    line(&Message::Hello(Hello {
+        v: PROTOCOL_VERSION,
+        daemon: format!("inspectord {}", env!("CARGO_PKG_VERSION")),
+        model_sha256: model_sha256.to_string(),
+        reference_set: reference_set.to_string(),
+    }))
+}
+
 /// A status event as a JSON line.
 pub fn status_line(e: &StatusEvent) -> String {
     line(&Message::Status(WireStatus {
@@ -138,6 +155,8 @@ pub fn status_line(e: &StatusEvent) -> String {
         at: rfc3339_micros(e.at),
         after_seq: e.after_seq,
         reason: e.reason.clone(),
+        reference_set: e.reference_set.as_deref().map(str::to_string),
+        previous_reference_set: e.previous_reference_set.as_deref().map(str::to_string),
     }))
 }
 

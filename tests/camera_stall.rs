@@ -139,6 +139,10 @@ fn a_read_that_blocks_forever_is_detected_and_the_camera_recovers() {
         stop: stop.clone(),
         handle_signals: false,
         failures: None,
+        notifier: None,
+        // A camera that stalls is lost, not a wedged pipeline: the stall clock never runs.
+        stall_timeout: Duration::from_millis(200),
+        reload: None,
     };
     let daemon = std::thread::spawn(move || pipeline::run(p));
 

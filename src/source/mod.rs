@@ -1,9 +1,9 @@
-//! Frame sources: where frames come from. Replay of recorded images is here; camera back ends
-//! (nokhwa, Aravis) implement the same [`FrameSource`] trait.
+//! Frame sources: where frames come from. Replay of recorded images implements [`FrameSource`];
+//! cameras (nokhwa, Aravis) implement [`camera::CameraBackend`], which the pipeline supervises.
 //!
-//! A source is a plain struct: it never spawns threads. The pipeline calls [`FrameSource::next`]
-//! from its one source thread. A frame that cannot be read is still a frame: it carries the
-//! reason and becomes an `error` verdict.
+//! A source is a plain struct: it never spawns threads. The pipeline calls
+//! [`FrameSource::wait`] and [`FrameSource::take`] from its one source thread. A frame that
+//! cannot be read is still a frame: it carries the reason and becomes an `error` verdict.
 
 pub mod camera;
 pub mod genicam;
@@ -61,6 +61,20 @@ pub fn camera_backend(
 pub trait FrameSource: Send {
     /// A short name used as the verdict's `source` field (e.g. `replay`).
     fn name(&self) -> &str;
-    /// Blocks until the next frame is available, the source ends, or `stop` is raised.
-    fn next(&mut self, stop: &StopSignal) -> SourceEvent;
+    /// Waits, idle by design, until the next frame is due (pacing, a trigger); `false` when
+    /// `stop` was raised meanwhile. The pipeline's watchdog does not count this time as a stall.
+    fn wait(&mut self, stop: &StopSignal) -> bool {
+        !stop.is_raised()
+    }
+    /// Takes the frame that is due, or ends the source. This is work that should finish
+    /// promptly: the pipeline's watchdog counts a take that does not as a stall.
+    fn take(&mut self) -> SourceEvent;
+    /// `wait`, then `take`.
+    fn next(&mut self, stop: &StopSignal) -> SourceEvent {
+        if self.wait(stop) {
+            self.take()
+        } else {
+            SourceEvent::End
+        }
+    }
 }

@@ -92,12 +92,9 @@ impl FrameSource for ReplaySource {
         "replay"
     }
 
-    fn next(&mut self, stop: &StopSignal) -> SourceEvent {
-        if self.next == self.files.len() {
-            if !self.looping {
-                return SourceEvent::End;
-            }
-            self.next = 0;
+    fn wait(&mut self, stop: &StopSignal) -> bool {
+        if self.next == self.files.len() && !self.looping {
+            return true; // `take` ends the replay at once
         }
         if let Some(interval) = self.interval {
             let started = *self.started.get_or_insert_with(Instant::now);
@@ -105,11 +102,18 @@ impl FrameSource for ReplaySource {
             let due = started + interval.mul_f64(self.emitted as f64);
             let now = Instant::now();
             if due > now && stop.sleep(due - now) {
-                return SourceEvent::End;
+                return false;
             }
         }
-        if stop.is_raised() {
-            return SourceEvent::End;
+        !stop.is_raised()
+    }
+
+    fn take(&mut self) -> SourceEvent {
+        if self.next == self.files.len() {
+            if !self.looping {
+                return SourceEvent::End;
+            }
+            self.next = 0;
         }
         let path = &self.files[self.next];
         self.next += 1;

@@ -1,0 +1,570 @@
+//! Running under systemd, without systemd as PID 1: the real binary under
+//! `systemd-socket-activate` (which binds the verdict socket and passes it with `LISTEN_FDS`),
+//! with a real `NOTIFY_SOCKET` datagram socket opened by the test standing in for the service
+//! manager. Covers readiness, `STATUS=`, the watchdog's cadence and its silence when the
+//! pipeline is wedged, `STOPPING=1`, a client connected before start, SIGHUP reloads and
+//! journal-style logs.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Artifacts, Daemon, TestConfig};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// The test's stand-in for the service manager's notification socket.
+struct Notify {
+    path: PathBuf,
+    /// Every assignment received (`READY=1`, `STATUS=…`, …), with its arrival time.
+    rx: Receiver<(Instant, String)>,
+    seen: Vec<(Instant, String)>,
+}
+
+impl Notify {
+    fn bind(path: PathBuf) -> Notify {
+        let socket = UnixDatagram::bind(&path).expect("bind NOTIFY_SOCKET");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let at = Instant::now();
+                for line in String::from_utf8_lossy(&buf[..n]).lines() {
+                    if tx.send((at, line.to_string())).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Notify {
+            path,
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for an assignment starting with `prefix`; returns its arrival time.
+    fn wait_for(&mut self, prefix: &str, timeout: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + timeout;
+        while let Ok((at, line)) = self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            let hit = line.starts_with(prefix);
+            self.seen.push((at, line));
+            if hit {
+                return Some(at);
+            }
+        }
+        None
+    }
+
+    /// Collects everything that arrives within `d`.
+    fn collect(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        while let Ok(m) = self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(m);
+        }
+    }
+
+    fn times(&self, assignment: &str, after: Instant) -> Vec<Instant> {
+        self.seen
+            .iter()
+            .filter(|(at, l)| l == assignment && *at >= after)
+            .map(|(at, _)| *at)
+            .collect()
+    }
+
+    fn statuses(&self) -> Vec<&str> {
+        self.seen
+            .iter()
+            .filter_map(|(_, l)| l.strip_prefix("STATUS="))
+            .collect()
+    }
+}
+
+/// Reads JSON lines from a verdict socket as they arrive.
+struct Lines {
+    rx: Receiver<Value>,
+    all: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Lines {
+    fn read(stream: UnixStream) -> Lines {
+        stream.set_read_timeout(None).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let all = Arc::new(Mutex::new(Vec::new()));
+        let store = all.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line).expect("a JSON line");
+                store.lock().unwrap().push(v.clone());
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { rx, all }
+    }
+
+    /// The next line satisfying `pred`, waiting at most `timeout`.
+    fn until(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        while let Ok(v) = self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if pred(&v) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn all(&self) -> Vec<Value> {
+        self.all.lock().unwrap().clone()
+    }
+}
+
+fn verdicts(lines: &[Value]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "verdict")
+        .cloned()
+        .collect()
+}
+
+/// `systemd-socket-activate -l SOCKET -E NOTIFY_SOCKET=… -E WATCHDOG_USEC=… inspectord run`.
+/// It binds SOCKET at once and starts the daemon (in its own process, same pid) on the first
+/// connection, passing the listening socket as fd 3.
+fn socket_activated(
+    cwd: &Path,
+    socket: &Path,
+    notify: &Path,
+    watchdog_usec: u64,
+    config: &Path,
+) -> Command {
+    let mut sa = Command::new("systemd-socket-activate");
+    sa.current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .arg("-l")
+        .arg(socket)
+        .arg(format!("-ENOTIFY_SOCKET={}", notify.display()))
+        .arg(format!("-EWATCHDOG_USEC={watchdog_usec}"));
+    // It passes the child only LISTEN_* and the -E variables.
+    if let Some(filter) = std::env::var_os("INSPECTORD_TEST_LOG") {
+        sa.arg(format!("-EINSPECTORD_LOG={}", filter.to_string_lossy()));
+    }
+    sa.arg(common::bin()).args(["run", "--config"]).arg(config);
+    sa
+}
+
+fn wait_for_file(path: &Path, daemon: &Daemon) {
+    assert!(
+        common::wait_until(Duration::from_secs(10), || path.exists()),
+        "systemd-socket-activate did not bind {}:\n{}",
+        path.display(),
+        daemon.stderr_so_far()
+    );
+}
+
+/// Copies `n` held-out images into `dir`.
+fn images(art: &Artifacts, dir: &Path, n_good: usize, n_defective: usize) -> Vec<String> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut names: Vec<String> = art
+        .pick_heldout(n_good, n_defective)
+        .iter()
+        .map(|p| p.file.clone())
+        .collect();
+    for n in &names {
+        std::fs::copy(common::image(n), dir.join(n)).unwrap();
+    }
+    names.sort();
+    names
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+#[test]
+fn socket_activation_readiness_watchdog_and_stopping() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let dir = tmp.path().join("images");
+    images(&art, &dir, 3, 1);
+    let socket = tmp.path().join("verdicts.sock");
+    let mut cfg = TestConfig::new(&art, &dir);
+    cfg.fps = 20.0;
+    cfg.looping = true;
+    cfg.workers = 1;
+    // No output.socket: the passed socket is served all the same.
+    let config = cfg.write(&tmp.path().join("inspectord.toml"));
+    let mut notify = Notify::bind(tmp.path().join("notify.sock"));
+
+    let daemon = common::spawn(
+        socket_activated(tmp.path(), &socket, &notify.path, 400_000, &config),
+        LIMIT,
+    );
+    wait_for_file(&socket, &daemon);
+    // Connected before the daemon exists: the connection waits in the socket's backlog and
+    // starts the daemon.
+    let client = UnixStream::connect(&socket).expect("connect to the activated socket");
+    let lines = Lines::read(client);
+
+    notify
+        .wait_for("READY=1", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no READY=1:\n{}", daemon.stderr_so_far()));
+    let log = daemon.stderr_so_far();
+    for step in ["model loaded", "references loaded", "verdict socket passed"] {
+        assert!(log.contains(step), "READY=1 before {step:?}:\n{log}");
+    }
+    assert!(
+        notify.seen.iter().all(|(_, l)| l != "WATCHDOG=1"),
+        "WATCHDOG=1 before READY=1"
+    );
+
+    let hello = lines
+        .until(Duration::from_secs(10), |v| v["type"] == "hello")
+        .expect("hello on the activated socket");
+    assert_eq!(hello["reference_set"], art.reference_set.as_str());
+    lines
+        .until(Duration::from_secs(10), |v| v["type"] == "verdict")
+        .expect("verdicts for the client that connected before start");
+
+    // WATCHDOG_USEC = 400 ms: WATCHDOG=1 every 200 ms while frames flow.
+    let window = Instant::now();
+    notify.collect(Duration::from_millis(2500));
+    let pings = notify.times("WATCHDOG=1", window);
+    assert!(pings.len() >= 8, "{} pings in 2.5 s", pings.len());
+    let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
+    let m = median(gaps.clone());
+    assert!(
+        m >= Duration::from_millis(150) && m <= Duration::from_millis(300),
+        "median WATCHDOG=1 interval {m:?} (want 200 ms): {gaps:?}"
+    );
+    let status = notify.statuses().last().map(|s| s.to_string()).unwrap();
+    assert!(
+        status.contains(" frames: ") && status.contains(" pass, ") && status.contains(" fps"),
+        "{status}"
+    );
+
+    daemon.signal(libc::SIGTERM);
+    notify
+        .wait_for("STOPPING=1", Duration::from_secs(10))
+        .expect("STOPPING=1 after SIGTERM");
+    let done = daemon.wait(Duration::from_secs(30));
+    done.assert_success();
+    // Every frame taken was answered, and the socket file belongs to the service manager.
+    let v = verdicts(&lines.all());
+    common::assert_seq_contiguous(&v);
+    assert!(v.len() >= 20, "{} verdicts", v.len());
+    assert!(
+        socket.exists(),
+        "the daemon removed a socket it did not create"
+    );
+}
+
+#[test]
+fn watchdog_stops_while_the_pipeline_is_wedged() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let dir = tmp.path().join("images");
+    let names = images(&art, &dir, 2, 1);
+    // Taken last, after the three images: reading a FIFO without a writer blocks forever, a
+    // real wedged read in the source.
+    let fifo = dir.join("zz-fifo.png");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let socket = tmp.path().join("verdicts.sock");
+    let mut cfg = TestConfig::new(&art, &dir);
+    cfg.fps = 10.0;
+    cfg.looping = true;
+    cfg.workers = 1;
+    let mut toml = cfg.to_toml();
+    toml += "stall_timeout_ms = 600\n";
+    let config = tmp.path().join("inspectord.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut notify = Notify::bind(tmp.path().join("notify.sock"));
+
+    let daemon = common::spawn(
+        socket_activated(tmp.path(), &socket, &notify.path, 400_000, &config),
+        LIMIT,
+    );
+    wait_for_file(&socket, &daemon);
+    let lines = Lines::read(UnixStream::connect(&socket).unwrap());
+    notify
+        .wait_for("READY=1", Duration::from_secs(60))
+        .expect("READY=1");
+    // The last regular image of the first pass; then the source blocks on the FIFO.
+    let last = names.last().unwrap().clone();
+    lines
+        .until(Duration::from_secs(20), |v| v["frame"] == last.as_str())
+        .expect("the images before the FIFO are inspected");
+    let wedged_at = Instant::now();
+    notify.collect(Duration::from_millis(3500));
+    let pings = notify.times("WATCHDOG=1", wedged_at);
+    let quiet_from = wedged_at + Duration::from_millis(1500);
+    assert!(
+        pings.iter().all(|&t| t < quiet_from),
+        "WATCHDOG=1 still sent {:?} after the source wedged",
+        pings.last().map(|t| t.duration_since(wedged_at))
+    );
+    let status = notify.statuses().last().map(|s| s.to_string()).unwrap();
+    assert!(status.contains("STALLED: source busy"), "{status}");
+    assert!(
+        daemon.stderr_so_far().contains("pipeline stalled"),
+        "{}",
+        daemon.stderr_so_far()
+    );
+
+    // Unwedge: give the FIFO a writer with a real image; frames flow and pings resume.
+    let unwedged = Instant::now();
+    let png = std::fs::read(dir.join(&names[0])).unwrap();
+    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    w.write_all(&png).unwrap();
+    drop(w);
+    let v = lines
+        .until(Duration::from_secs(10), |v| v["frame"] == "zz-fifo.png")
+        .expect("a verdict for the frame read from the FIFO");
+    assert_ne!(v["verdict"], "error", "{v}");
+    notify
+        .wait_for("WATCHDOG=1", Duration::from_secs(5))
+        .expect("WATCHDOG=1 resumes once frames flow again");
+    assert!(
+        notify
+            .times("WATCHDOG=1", unwedged)
+            .iter()
+            .all(|&t| t > unwedged)
+    );
+
+    // The next pass wedges again on the FIFO; stop, then let the blocked read finish so the
+    // drain completes.
+    daemon.signal(libc::SIGTERM);
+    notify
+        .wait_for("STOPPING=1", Duration::from_secs(10))
+        .expect("STOPPING=1");
+    // If the source is blocked opening the FIFO, a non-blocking writer releases it (whatever
+    // it reads becomes a verdict); if it saw the stop first, it never opens it.
+    common::wait_until(Duration::from_secs(30), || {
+        if let Ok(mut w) = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+        {
+            let _ = w.write_all(&png[..1024]);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        daemon.try_status().is_some()
+    });
+    daemon.wait(Duration::from_secs(30)).assert_success();
+    common::assert_seq_contiguous(&verdicts(&lines.all()));
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// `inspectord enroll` on a few good images: a second, valid reference set for this model.
+fn enroll_other_set(art: &Artifacts, tmp: &Path, config: &Path) -> PathBuf {
+    let good = tmp.join("good");
+    images(art, &good, 6, 0);
+    let out = tmp.join("other.safetensors");
+    common::run(
+        common::command(
+            tmp,
+            [
+                OsStr::new("enroll"),
+                OsStr::new("--config"),
+                config.as_os_str(),
+                OsStr::new("--images"),
+                good.as_os_str(),
+                OsStr::new("--out"),
+                out.as_os_str(),
+            ],
+        ),
+        LIMIT,
+    )
+    .assert_success();
+    out
+}
+
+#[test]
+fn sighup_swaps_references_between_frames_and_refuses_a_corrupt_file() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let dir = tmp.path().join("images");
+    images(&art, &dir, 3, 1);
+    // The daemon's references: a copy that the test replaces.
+    let refs = tmp.path().join("references.safetensors");
+    std::fs::copy(&art.references, &refs).unwrap();
+    let socket = tmp.path().join("verdicts.sock");
+    let mut cfg = TestConfig::new(&art, &dir);
+    cfg.fps = 25.0;
+    cfg.looping = true;
+    cfg.references = refs.clone();
+    cfg.socket = Some(socket.clone());
+    let config = cfg.write(&tmp.path().join("inspectord.toml"));
+    let other = enroll_other_set(&art, tmp.path(), &config);
+    let other_id = common::sha256_file(&other)[..16].to_string();
+    assert_ne!(other_id, art.reference_set);
+
+    // Without socket activation the daemon binds output.socket itself.
+    let mut notify = Notify::bind(tmp.path().join("notify.sock"));
+    let mut cmd = common::command(tmp.path(), [OsStr::new("run"), OsStr::new("--config")]);
+    cmd.arg(&config).env("NOTIFY_SOCKET", &notify.path);
+    let daemon = common::spawn(cmd, LIMIT);
+    let lines = Lines::read(daemon.connect(&socket, Duration::from_secs(60)));
+    notify
+        .wait_for("READY=1", Duration::from_secs(60))
+        .expect("READY=1");
+    lines
+        .until(Duration::from_secs(10), |v| v["type"] == "verdict")
+        .expect("verdicts");
+
+    // A valid new set, put in place atomically, then SIGHUP.
+    std::fs::copy(&other, tmp.path().join("incoming")).unwrap();
+    std::fs::rename(tmp.path().join("incoming"), &refs).unwrap();
+    daemon.signal(libc::SIGHUP);
+    let reloaded = lines
+        .until(Duration::from_secs(10), |v| v["type"] == "status")
+        .expect("a status line announcing the reload");
+    assert_eq!(reloaded["event"], "references_reloaded", "{reloaded}");
+    assert_eq!(reloaded["reference_set"], other_id.as_str());
+    assert_eq!(
+        reloaded["previous_reference_set"],
+        art.reference_set.as_str()
+    );
+    notify
+        .wait_for("RELOADING=1", Duration::from_secs(5))
+        .expect("RELOADING=1");
+    notify
+        .wait_for("READY=1", Duration::from_secs(5))
+        .expect("READY=1 after the reload");
+    let swap_after = reloaded["after_seq"].as_u64().unwrap();
+    // Frames keep flowing, scored with the new set from the frame after `after_seq`.
+    lines
+        .until(Duration::from_secs(10), |v| {
+            v["type"] == "verdict" && v["seq"].as_u64().unwrap() > swap_after + 5
+        })
+        .expect("verdicts after the reload");
+    // A client connecting now is greeted with the new set.
+    let late = Lines::read(UnixStream::connect(&socket).unwrap());
+    let hello = late
+        .until(Duration::from_secs(5), |v| v["type"] == "hello")
+        .unwrap();
+    assert_eq!(hello["reference_set"], other_id.as_str());
+
+    // A corrupt file: refused, announced, and the set in force stays.
+    std::fs::write(tmp.path().join("incoming"), b"not a safetensors file").unwrap();
+    std::fs::rename(tmp.path().join("incoming"), &refs).unwrap();
+    daemon.signal(libc::SIGHUP);
+    let refused = lines
+        .until(Duration::from_secs(10), |v| v["type"] == "status")
+        .expect("a status line announcing the refusal");
+    assert_eq!(refused["event"], "reload_refused", "{refused}");
+    assert_eq!(refused["reference_set"], other_id.as_str());
+    let reason = refused["reason"].as_str().unwrap();
+    assert!(reason.contains("references.safetensors"), "{reason}");
+    let refused_after = refused["after_seq"].as_u64().unwrap();
+    lines
+        .until(Duration::from_secs(10), |v| {
+            v["type"] == "verdict" && v["seq"].as_u64().unwrap() > refused_after + 5
+        })
+        .expect("inspection continues after a refused reload");
+
+    daemon.signal(libc::SIGTERM);
+    let done = daemon.wait(Duration::from_secs(30));
+    done.assert_success();
+    assert!(done.stderr.contains("reload refused"), "{}", done.stderr);
+
+    let v = verdicts(&lines.all());
+    common::assert_seq_contiguous(&v);
+    for verdict in &v {
+        let seq = verdict["seq"].as_u64().unwrap();
+        let want = if seq <= swap_after {
+            art.reference_set.as_str()
+        } else {
+            other_id.as_str()
+        };
+        assert_eq!(
+            verdict["reference_set"], want,
+            "seq {seq} (swap after {swap_after})"
+        );
+        assert_ne!(verdict["verdict"], "error", "{verdict}");
+    }
+    // The new set's threshold (from its own file) is in force too.
+    let first_new = v
+        .iter()
+        .find(|x| x["reference_set"] == other_id.as_str())
+        .unwrap();
+    let old_threshold = v[0]["threshold"].as_f64().unwrap();
+    assert_ne!(first_new["threshold"].as_f64().unwrap(), old_threshold);
+}
+
+/// Runs `check` with stderr on a pipe; `journal_stream(dev, ino)` gives `JOURNAL_STREAM`.
+fn check_stderr(config: &Path, cwd: &Path, journal_stream: impl Fn(u64, u64) -> String) -> String {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let meta = std::fs::metadata(format!("/proc/self/fd/{}", writer.as_raw_fd())).unwrap();
+    let mut cmd = common::command(cwd, [OsStr::new("check"), OsStr::new("--config")]);
+    cmd.arg(config)
+        .env("JOURNAL_STREAM", journal_stream(meta.dev(), meta.ino()))
+        .env("INSPECTORD_LOG", "debug,ort=warn")
+        .stderr(writer)
+        .stdout(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd); // our copy of the pipe's write end
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut err).unwrap();
+    assert!(child.wait().unwrap().success(), "{err}");
+    err
+}
+
+#[test]
+fn logs_carry_syslog_priorities_when_stderr_is_the_journal() {
+    // JOURNAL_STREAM naming the daemon's stderr is how systemd says "stderr is the journal".
+    // With no journald socket here, each line carries an sd-daemon(3) `<N>` priority prefix.
+    if Path::new("/run/systemd/journal/socket").exists() {
+        eprintln!("journald runs here: the native journal protocol is used; not checkable");
+        return;
+    }
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let config = TestConfig::new(&art, art.model.parent().unwrap())
+        .write(&tmp.path().join("inspectord.toml"));
+
+    let err = check_stderr(&config, tmp.path(), |dev, ino| format!("{dev}:{ino}"));
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<6>") && l.contains("model loaded")),
+        "{err}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("<7>")), "{err}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.len() > 3 && l.starts_with('<') && l.as_bytes()[2] == b'>'),
+        "every line prefixed: {err}"
+    );
+    assert!(!err.contains('\u{1b}'), "no colour codes: {err}");
+
+    // A JOURNAL_STREAM that names another file (inherited from a parent) is not the journal.
+    let err = check_stderr(&config, tmp.path(), |dev, ino| format!("{dev}:{}", ino + 1));
+    assert!(err.contains("model loaded"), "{err}");
+    assert!(!err.lines().any(|l| l.starts_with("<6>")), "{err}");
+}
