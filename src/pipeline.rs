@@ -987,3 +987,28 @@ fn supervise_camera(
     }
     seq
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_is_stalled_only_while_busy_beyond_the_limit() {
+        let stages = Stages::new(2);
+        assert_eq!(
+            stages.stalled(Duration::ZERO),
+            None,
+            "idle stages never stall"
+        );
+        let busy = stages.enter(Stages::encoder(1));
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(stages.stalled(Duration::from_secs(10)), None);
+        let stalled = stages.stalled(Duration::from_millis(10)).unwrap();
+        assert!(
+            stalled.starts_with("encoder-1 busy on one frame"),
+            "{stalled}"
+        );
+        drop(busy);
+        assert_eq!(stages.stalled(Duration::ZERO), None);
+    }
+}
