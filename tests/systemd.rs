@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -533,12 +534,41 @@ fn check_stderr(config: &Path, cwd: &Path, journal_stream: impl Fn(u64, u64) -> 
     err
 }
 
+/// One native journal protocol datagram: `NAME=value\n` or `NAME\n<u64 LE length><value>\n`.
+fn journal_fields(mut d: &[u8]) -> HashMap<String, String> {
+    let mut fields = HashMap::new();
+    while !d.is_empty() {
+        let end = d
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("field ends with a newline");
+        let head = &d[..end];
+        if let Some(eq) = head.iter().position(|&b| b == b'=') {
+            let (k, v) = (&head[..eq], &head[eq + 1..]);
+            fields.insert(
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            );
+            d = &d[end + 1..];
+        } else {
+            let len = u64::from_le_bytes(d[end + 1..end + 9].try_into().unwrap()) as usize;
+            let value = &d[end + 9..end + 9 + len];
+            fields.insert(
+                String::from_utf8_lossy(head).into_owned(),
+                String::from_utf8_lossy(value).into_owned(),
+            );
+            d = &d[end + 9 + len + 1..];
+        }
+    }
+    fields
+}
+
 #[test]
-fn logs_carry_syslog_priorities_when_stderr_is_the_journal() {
+fn logs_go_to_the_journal_with_priorities_and_fields() {
     // JOURNAL_STREAM naming the daemon's stderr is how systemd says "stderr is the journal".
-    // With no journald socket here, each line carries an sd-daemon(3) `<N>` priority prefix.
-    if Path::new("/run/systemd/journal/socket").exists() {
-        eprintln!("journald runs here: the native journal protocol is used; not checkable");
+    const JOURNAL: &str = "/run/systemd/journal/socket";
+    if Path::new(JOURNAL).exists() {
+        eprintln!("a journald runs here: its socket cannot be stood in for; not checked");
         return;
     }
     let tmp = common::temp_dir();
@@ -546,6 +576,7 @@ fn logs_carry_syslog_priorities_when_stderr_is_the_journal() {
     let config = TestConfig::new(&art, art.model.parent().unwrap())
         .write(&tmp.path().join("inspectord.toml"));
 
+    // 1. No journal socket: each stderr line carries an sd-daemon(3) `<N>` priority prefix.
     let err = check_stderr(&config, tmp.path(), |dev, ino| format!("{dev}:{ino}"));
     let lines: Vec<&str> = err.lines().collect();
     assert!(
@@ -567,4 +598,54 @@ fn logs_carry_syslog_priorities_when_stderr_is_the_journal() {
     let err = check_stderr(&config, tmp.path(), |dev, ino| format!("{dev}:{}", ino + 1));
     assert!(err.contains("model loaded"), "{err}");
     assert!(!err.lines().any(|l| l.starts_with("<6>")), "{err}");
+
+    // 2. A journal socket (the test's, where journald's would be): the native protocol, with
+    // the priority and every event field as a journal field.
+    let Ok(()) = std::fs::create_dir_all("/run/systemd/journal") else {
+        eprintln!("cannot create /run/systemd/journal here (not root?); native part not checked");
+        return;
+    };
+    let journal = UnixDatagram::bind(JOURNAL).expect("bind the journal socket");
+    let _cleanup = RemoveOnDrop(PathBuf::from(JOURNAL));
+    journal
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let err = check_stderr(&config, tmp.path(), |dev, ino| format!("{dev}:{ino}"));
+    assert!(
+        !err.contains("model loaded"),
+        "logs went to stderr, not the journal: {err}"
+    );
+    let mut entries = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while let Ok(n) = journal.recv(&mut buf) {
+        if n > 0 {
+            entries.push(journal_fields(&buf[..n]));
+        }
+    }
+    let loaded = entries
+        .iter()
+        .find(|e| e.get("MESSAGE").map(String::as_str) == Some("model loaded"))
+        .unwrap_or_else(|| panic!("no `model loaded` entry in {entries:?}"));
+    assert_eq!(loaded["PRIORITY"], "6", "{loaded:?}");
+    assert_eq!(loaded["SYSLOG_IDENTIFIER"], "inspectord");
+    assert_eq!(loaded["F_SHA256"], art.model_sha256, "{loaded:?}");
+    let refs = entries
+        .iter()
+        .find(|e| e.get("MESSAGE").map(String::as_str) == Some("references loaded"))
+        .unwrap();
+    assert_eq!(refs["F_ID"], art.reference_set);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.contains_key("MESSAGE") && e.contains_key("CODE_FILE")),
+        "{entries:?}"
+    );
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
