@@ -1,6 +1,6 @@
 # Convenience targets; the scripts under scripts/ are the source of truth (the README's two
 # commands call them directly, so a machine without make can run them too).
-.PHONY: all build demo test onnxruntime data model deps clean-third-party
+.PHONY: all build demo test onnxruntime data model deps clean-third-party deb install check-units
 
 all: build
 
@@ -18,6 +18,22 @@ deps:
 
 onnxruntime:
 	bash scripts/fetch-onnxruntime.sh
+
+# The Debian package target/debian/inspectord_*.deb (cargo-deb), with its contents checked.
+deb:
+	bash scripts/package.sh
+
+# systemd-analyze verify + security (exposure <= 1.0) of the units under systemd/.
+check-units:
+	bash scripts/check-units.sh
+
+# What the package installs, for systems without dpkg; does not build (make build onnxruntime
+# first). PREFIX=/usr (default) or /usr/local; DESTDIR for staging. Keeps an existing
+# /etc/inspectord/inspectord.toml (writes inspectord.toml.dist beside it; FORCE_CONFIG=1 replaces).
+PREFIX ?= /usr
+DESTDIR ?=
+install:
+	PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' bash scripts/install.sh
 
 data:
 	python3 models/fetch_elpv.py --root .

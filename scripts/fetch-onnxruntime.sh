@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Provisions the ONNX Runtime shared library for `ort` (load-dynamic) into third_party/onnxruntime/lib.
 # Source: the official PyPI wheel onnxruntime==1.31.1, fetched with pip (no system-wide install),
-# checked against a pinned SHA-256; only libonnxruntime.so.* is unpacked. Idempotent.
+# checked against a pinned SHA-256; only libonnxruntime.so.* is unpacked, with the wheel's LICENSE
+# (MIT) and ThirdPartyNotices.txt into third_party/onnxruntime/ (the Debian package and
+# `make install` ship them beside the library). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,8 +11,9 @@ VERSION=1.31.1
 DEST=third_party/onnxruntime/lib
 CACHE=third_party/.cache
 LIB=libonnxruntime.so.$VERSION
+DOCS=third_party/onnxruntime
 
-if [[ -f $DEST/$LIB && -L $DEST/libonnxruntime.so ]]; then
+if [[ -f $DEST/$LIB && -L $DEST/libonnxruntime.so && -f $DOCS/LICENSE && -f $DOCS/ThirdPartyNotices.txt ]]; then
   exit 0
 fi
 
@@ -31,12 +34,16 @@ wheel=$(ls "$CACHE"/onnxruntime-"$VERSION"-cp311-cp311-"$platform".whl)
 if [[ -n $sha ]]; then
   echo "$sha  $wheel" | sha256sum --check --quiet - || { echo "fetch-onnxruntime: checksum mismatch for $wheel" >&2; exit 1; }
 fi
-python3 - "$wheel" "$DEST" "$LIB" <<'PY'
+python3 - "$wheel" "$DEST" "$LIB" "$DOCS" <<'PY'
 import sys, zipfile, shutil, os
-wheel, dest, lib = sys.argv[1:]
-with zipfile.ZipFile(wheel) as z, z.open(f"onnxruntime/capi/{lib}") as src, open(os.path.join(dest, lib + ".part"), "wb") as out:
-    shutil.copyfileobj(src, out)
-os.replace(os.path.join(dest, lib + ".part"), os.path.join(dest, lib))
+wheel, dest, lib, docs = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
+    for member, target in [(f"onnxruntime/capi/{lib}", os.path.join(dest, lib)),
+                           ("onnxruntime/LICENSE", os.path.join(docs, "LICENSE")),
+                           ("onnxruntime/ThirdPartyNotices.txt", os.path.join(docs, "ThirdPartyNotices.txt"))]:
+        with z.open(member) as src, open(target + ".part", "wb") as out:
+            shutil.copyfileobj(src, out)
+        os.replace(target + ".part", target)
 PY
 ln -sfn "$LIB" "$DEST/libonnxruntime.so"
 ln -sfn "$LIB" "$DEST/libonnxruntime.so.1"

@@ -5,8 +5,13 @@ set -euo pipefail
 
 # libclang-dev: nokhwa's V4L2 bindings (bindgen); libaravis-dev, libusb-1.0-0-dev: the aravis
 # crate (GigE Vision); aravis-tools: arv-fake-gv-camera-0.8, the simulator the tests stream from.
+# systemd: systemd-socket-activate (the service tests), systemd-analyze, -sysusers, -tmpfiles
+# (scripts/check-units.sh; systemd need not be PID 1); procps: /bin/kill, the unit's ExecReload=;
+# dpkg-dev: dpkg-shlibdeps for the package's dependencies (scripts/package.sh, cargo-deb);
+# make: scripts/package.sh checks `make install`.
 want=(ca-certificates python3 python3-pip pkg-config gcc libc6-dev
-      libclang-dev libaravis-dev libusb-1.0-0-dev aravis-tools)
+      libclang-dev libaravis-dev libusb-1.0-0-dev aravis-tools
+      systemd procps dpkg-dev make)
 [[ ${1:-base} == model ]] && want+=(python3-venv)
 
 missing=()

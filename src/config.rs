@@ -869,6 +869,19 @@ workers = 3
         assert_eq!(c.output.socket_mode, 0o600);
         assert_eq!(c.runtime.workers, 3);
         assert_eq!(c.runtime.intra_op_threads, 1);
+        assert_eq!(c.runtime.stall_timeout, Duration::from_secs(10));
+        let c = Config::parse(
+            Path::new("c.toml"),
+            &GOOD.replace("workers = 3", "stall_timeout_ms = 2500"),
+        )
+        .unwrap();
+        assert_eq!(c.runtime.stall_timeout, Duration::from_millis(2500));
+        let e = Config::parse(
+            Path::new("c.toml"),
+            &GOOD.replace("workers = 3", "stall_timeout_ms = 5"),
+        )
+        .unwrap_err();
+        assert_eq!(e.errors[0].key, "runtime.stall_timeout_ms", "{e}");
     }
 
     #[test]
@@ -955,6 +968,10 @@ workers = 3
             (
                 "uvc.example.toml",
                 include_str!("../config/uvc.example.toml"),
+            ),
+            (
+                "inspectord.production.toml",
+                include_str!("../config/inspectord.production.toml"),
             ),
         ] {
             if let Err(e) = Config::parse(Path::new(name), text) {
