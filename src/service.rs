@@ -7,6 +7,8 @@
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sd_notify::NotifyState;
@@ -30,6 +32,8 @@ pub enum ServiceError {
 #[derive(Debug, Clone)]
 pub struct Notifier {
     watchdog: Option<Duration>,
+    /// A failing notification is logged once, not every second.
+    failed: Arc<AtomicBool>,
 }
 
 impl Notifier {
@@ -38,6 +42,7 @@ impl Notifier {
         std::env::var_os("NOTIFY_SOCKET")?;
         Some(Notifier {
             watchdog: sd_notify::watchdog_enabled(),
+            failed: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -47,8 +52,17 @@ impl Notifier {
     }
 
     fn send(&self, what: &str, states: &[NotifyState]) {
-        if let Err(e) = sd_notify::notify(states) {
-            tracing::warn!(error = %e, what, "cannot notify the service manager");
+        match sd_notify::notify(states) {
+            Ok(()) => {
+                if self.failed.swap(false, Ordering::Relaxed) {
+                    tracing::info!(what, "notifying the service manager works again");
+                }
+            }
+            Err(e) => {
+                if !self.failed.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, what, "cannot notify the service manager");
+                }
+            }
         }
     }
 
@@ -87,7 +101,6 @@ impl Notifier {
 /// The listening socket passed by socket activation, if any. Takes it at most once per
 /// process; later calls return `None`.
 pub fn activated_listener() -> Result<Option<UnixListener>, ServiceError> {
-    use std::sync::atomic::{AtomicBool, Ordering};
     static TAKEN: AtomicBool = AtomicBool::new(false);
     let fds: Vec<RawFd> = sd_notify::listen_fds()
         .map_err(ServiceError::ListenFds)?

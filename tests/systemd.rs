@@ -649,3 +649,104 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// Starts `inspectord run` the way systemd starts a socket-activated service: `listener` as
+/// fd 3, `LISTEN_FDS=1`, `LISTEN_PID` = the daemon's own pid (set by a shell that then `exec`s
+/// the daemon, since the pid is known only after fork).
+fn run_with_passed_socket(
+    cwd: &Path,
+    listener: &std::os::unix::net::UnixListener,
+    config: &Path,
+) -> Daemon {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    // The same environment policy as every other daemon the tests start.
+    let cmd = common::command(cwd, std::iter::empty::<&OsStr>());
+    let mut sh = Command::new("/bin/sh");
+    sh.args([
+        "-c",
+        r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" run --config "$1""#,
+    ])
+    .arg(common::bin())
+    .arg(config)
+    .current_dir(cwd)
+    .stdin(std::process::Stdio::null());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        sh.pre_exec(move || {
+            if fd != 3 && libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // dup2 clears FD_CLOEXEC on the copy; fd 3 itself (if it was the listener) needs it
+            // cleared explicitly.
+            if fd == 3 {
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            }
+            Ok(())
+        });
+    }
+    common::spawn(sh, LIMIT)
+}
+
+#[test]
+fn a_passed_socket_serves_clients_across_daemon_restarts() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let dir = tmp.path().join("images");
+    images(&art, &dir, 2, 1);
+    let mut cfg = TestConfig::new(&art, &dir);
+    cfg.fps = 20.0;
+    cfg.looping = true;
+    cfg.workers = 1;
+    let config = cfg.write(&tmp.path().join("inspectord.toml"));
+    // The test is the service manager: it owns the listening socket for the whole test.
+    let path = tmp.path().join("verdicts.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+
+    let first = run_with_passed_socket(tmp.path(), &listener, &config);
+    let a = Lines::read(UnixStream::connect(&path).unwrap());
+    a.until(Duration::from_secs(60), |v| v["type"] == "verdict")
+        .unwrap_or_else(|| {
+            panic!(
+                "no verdict from the first daemon:\n{}",
+                first.stderr_so_far()
+            )
+        });
+    first.signal(libc::SIGTERM);
+    let done = first.wait(Duration::from_secs(30));
+    done.assert_success();
+    assert!(
+        done.stderr.contains("socket activation"),
+        "the daemon did not use the passed socket:\n{}",
+        done.stderr
+    );
+    assert!(
+        path.exists(),
+        "the daemon removed the manager's socket file"
+    );
+
+    // No daemon now: a client still connects (the listen backlog holds it) ...
+    let b = Lines::read(UnixStream::connect(&path).expect("connect while the daemon is down"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(b.all().is_empty());
+    // ... and is served once the daemon is back.
+    let second = run_with_passed_socket(tmp.path(), &listener, &config);
+    let hello = b
+        .until(Duration::from_secs(60), |v| v["type"] == "hello")
+        .unwrap_or_else(|| panic!("no hello after the restart:\n{}", second.stderr_so_far()));
+    assert_eq!(hello["reference_set"], art.reference_set.as_str());
+    let v = b
+        .until(Duration::from_secs(10), |v| v["type"] == "verdict")
+        .expect("verdicts after the restart");
+    assert_eq!(v["seq"], 1, "a new run numbers from 1: {v}");
+    second.signal(libc::SIGTERM);
+    second.wait(Duration::from_secs(30)).assert_success();
+}
