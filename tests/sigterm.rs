@@ -5,7 +5,6 @@ mod common;
 
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Artifacts, TestConfig};
@@ -13,27 +12,12 @@ use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
-/// A directory holding copies of three held-out images.
-fn three_images(art: &Artifacts, dir: &Path) -> Vec<String> {
-    std::fs::create_dir(dir).unwrap();
-    let mut names: Vec<String> = art
-        .pick_heldout(2, 1)
-        .iter()
-        .map(|p| p.file.clone())
-        .collect();
-    for n in &names {
-        std::fs::copy(common::image(n), dir.join(n)).unwrap();
-    }
-    names.sort();
-    names
-}
-
 #[test]
 fn sigterm_drains_and_exits_cleanly() {
     let tmp = common::temp_dir();
     let art = Artifacts::snapshot(tmp.path());
     let images = tmp.path().join("images");
-    let names = three_images(&art, &images);
+    let names = art.copy_heldout(&images, 2, 1);
     let socket = tmp.path().join("v.sock");
     let mut cfg = TestConfig::new(&art, &images);
     cfg.fps = 20.0;
@@ -129,7 +113,7 @@ fn stale_socket_is_replaced() {
     let tmp = common::temp_dir();
     let art = Artifacts::snapshot(tmp.path());
     let images = tmp.path().join("images");
-    let names = three_images(&art, &images);
+    let names = art.copy_heldout(&images, 2, 1);
     let socket = tmp.path().join("v.sock");
     // A crashed daemon's leftover: a socket file nobody listens on.
     drop(UnixListener::bind(&socket).unwrap());
@@ -171,7 +155,7 @@ fn live_socket_is_not_taken_over() {
     let tmp = common::temp_dir();
     let art = Artifacts::snapshot(tmp.path());
     let images = tmp.path().join("images");
-    three_images(&art, &images);
+    art.copy_heldout(&images, 2, 1);
     let socket = tmp.path().join("v.sock");
     // Another process serving the path (here: this test).
     let listener = UnixListener::bind(&socket).unwrap();

@@ -181,21 +181,6 @@ fn wait_for_file(path: &Path, daemon: &Daemon) {
     );
 }
 
-/// Copies `n` held-out images into `dir`.
-fn images(art: &Artifacts, dir: &Path, n_good: usize, n_defective: usize) -> Vec<String> {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut names: Vec<String> = art
-        .pick_heldout(n_good, n_defective)
-        .iter()
-        .map(|p| p.file.clone())
-        .collect();
-    for n in &names {
-        std::fs::copy(common::image(n), dir.join(n)).unwrap();
-    }
-    names.sort();
-    names
-}
-
 fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
     xs[xs.len() / 2]
@@ -206,7 +191,7 @@ fn socket_activation_readiness_watchdog_and_stopping() {
     let tmp = common::temp_dir();
     let art = Artifacts::snapshot(tmp.path());
     let dir = tmp.path().join("images");
-    images(&art, &dir, 3, 1);
+    art.copy_heldout(&dir, 3, 1);
     let socket = tmp.path().join("verdicts.sock");
     let mut cfg = TestConfig::new(&art, &dir);
     cfg.fps = 20.0;
@@ -284,7 +269,7 @@ fn watchdog_stops_while_the_pipeline_is_wedged() {
     let tmp = common::temp_dir();
     let art = Artifacts::snapshot(tmp.path());
     let dir = tmp.path().join("images");
-    let names = images(&art, &dir, 2, 1);
+    let names = art.copy_heldout(&dir, 2, 1);
     // Taken last, after the three images: reading a FIFO without a writer blocks forever, a
     // real wedged read in the source.
     let fifo = dir.join("zz-fifo.png");
@@ -380,7 +365,7 @@ use std::os::unix::fs::OpenOptionsExt;
 /// `inspectord enroll` on a few good images: a second, valid reference set for this model.
 fn enroll_other_set(art: &Artifacts, tmp: &Path, config: &Path) -> PathBuf {
     let good = tmp.join("good");
-    images(art, &good, 6, 0);
+    art.copy_heldout(&good, 6, 0);
     let out = tmp.join("other.safetensors");
     common::run(
         common::command(
@@ -406,7 +391,7 @@ fn sighup_swaps_references_between_frames_and_refuses_a_corrupt_file() {
     let tmp = common::temp_dir();
     let art = Artifacts::snapshot(tmp.path());
     let dir = tmp.path().join("images");
-    images(&art, &dir, 3, 1);
+    art.copy_heldout(&dir, 3, 1);
     // The daemon's references: a copy that the test replaces.
     let refs = tmp.path().join("references.safetensors");
     std::fs::copy(&art.references, &refs).unwrap();
@@ -701,7 +686,7 @@ fn a_passed_socket_serves_clients_across_daemon_restarts() {
     let tmp = common::temp_dir();
     let art = Artifacts::snapshot(tmp.path());
     let dir = tmp.path().join("images");
-    images(&art, &dir, 2, 1);
+    art.copy_heldout(&dir, 2, 1);
     let mut cfg = TestConfig::new(&art, &dir);
     cfg.fps = 20.0;
     cfg.looping = true;

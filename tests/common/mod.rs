@@ -527,6 +527,22 @@ impl Artifacts {
 
     /// `n_good` predicted-good and `n_defective` predicted-defective held-out images, spread
     /// evenly over the file order.
+    /// Copies `n_good` good and `n_defective` defective held-out images into `dir` (created);
+    /// returns their file names, sorted (the replay order).
+    pub fn copy_heldout(&self, dir: &Path, n_good: usize, n_defective: usize) -> Vec<String> {
+        std::fs::create_dir_all(dir).expect("create image dir");
+        let mut names: Vec<String> = self
+            .pick_heldout(n_good, n_defective)
+            .iter()
+            .map(|p| p.file.clone())
+            .collect();
+        for n in &names {
+            std::fs::copy(image(n), dir.join(n)).expect("copy image");
+        }
+        names.sort();
+        names
+    }
+
     pub fn pick_heldout(&self, n_good: usize, n_defective: usize) -> Vec<&Prediction> {
         let spread = |defective: bool, n: usize| -> Vec<&Prediction> {
             let all: Vec<&Prediction> = self
