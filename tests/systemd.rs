@@ -208,12 +208,17 @@ fn socket_activation_readiness_watchdog_and_stopping() {
     wait_for_file(&socket, &daemon);
     // Connected before the daemon exists: the connection waits in the socket's backlog and
     // starts the daemon.
+    let connected = Instant::now();
     let client = UnixStream::connect(&socket).expect("connect to the activated socket");
     let lines = Lines::read(client);
 
-    notify
+    let ready = notify
         .wait_for("READY=1", Duration::from_secs(60))
         .unwrap_or_else(|| panic!("no READY=1:\n{}", daemon.stderr_so_far()));
+    eprintln!(
+        "READY=1 {:?} after the first client connected (start, model, 1 warmed-up session)",
+        ready - connected
+    );
     let log = daemon.stderr_so_far();
     for step in ["model loaded", "references loaded", "verdict socket passed"] {
         assert!(log.contains(step), "READY=1 before {step:?}:\n{log}");
@@ -238,6 +243,10 @@ fn socket_activation_readiness_watchdog_and_stopping() {
     assert!(pings.len() >= 8, "{} pings in 2.5 s", pings.len());
     let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
     let m = median(gaps.clone());
+    eprintln!(
+        "WATCHDOG_USEC=400000: {} pings in 2.5 s, median interval {m:?}",
+        pings.len()
+    );
     assert!(
         m >= Duration::from_millis(150) && m <= Duration::from_millis(300),
         "median WATCHDOG=1 interval {m:?} (want 200 ms): {gaps:?}"
@@ -303,6 +312,10 @@ fn watchdog_stops_while_the_pipeline_is_wedged() {
     let wedged_at = Instant::now();
     notify.collect(Duration::from_millis(3500));
     let pings = notify.times("WATCHDOG=1", wedged_at);
+    eprintln!(
+        "stall_timeout 600 ms, WATCHDOG_USEC=400000: last WATCHDOG=1 {:?} after the last frame before the wedge",
+        pings.last().map(|t| t.duration_since(wedged_at))
+    );
     let quiet_from = wedged_at + Duration::from_millis(1500);
     assert!(
         pings.iter().all(|&t| t < quiet_from),
