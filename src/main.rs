@@ -8,6 +8,7 @@ use clap::Parser;
 use inspectord::cli::{Cli, Command};
 use inspectord::commands::{self, RunOptions};
 use inspectord::logging;
+use inspectord::service::Notifier;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -18,6 +19,10 @@ fn main() -> ExitCode {
             eprintln!("inspectord: error: {e}");
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
+            }
+            // Under systemd, `systemctl status` shows why the daemon stopped.
+            if let Some(n) = Notifier::from_env() {
+                n.status(&format!("failed: {e:#}"));
             }
             ExitCode::FAILURE
         }

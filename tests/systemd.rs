@@ -483,6 +483,26 @@ fn sighup_swaps_references_between_frames_and_refuses_a_corrupt_file() {
         })
         .expect("inspection continues after a refused reload");
 
+    // The config's [scoring] is reloaded too: the good file back, and a threshold set in the
+    // config (it overrides what the file records).
+    std::fs::copy(&other, tmp.path().join("incoming")).unwrap();
+    std::fs::rename(tmp.path().join("incoming"), &refs).unwrap();
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml += "\n[scoring]\nthreshold = 0.5\n";
+    std::fs::write(&config, toml).unwrap();
+    daemon.signal(libc::SIGHUP);
+    let rescored = lines
+        .until(Duration::from_secs(10), |v| v["type"] == "status")
+        .expect("a status line announcing the reload");
+    assert_eq!(rescored["event"], "references_reloaded", "{rescored}");
+    assert_eq!(rescored["reference_set"], other_id.as_str());
+    let rescored_after = rescored["after_seq"].as_u64().unwrap();
+    lines
+        .until(Duration::from_secs(10), |v| {
+            v["type"] == "verdict" && v["seq"].as_u64().unwrap() > rescored_after + 5
+        })
+        .expect("verdicts after the scoring reload");
+
     daemon.signal(libc::SIGTERM);
     let done = daemon.wait(Duration::from_secs(30));
     done.assert_success();
@@ -502,6 +522,15 @@ fn sighup_swaps_references_between_frames_and_refuses_a_corrupt_file() {
             "seq {seq} (swap after {swap_after})"
         );
         assert_ne!(verdict["verdict"], "error", "{verdict}");
+        let threshold = verdict["threshold"].as_f64().unwrap();
+        assert_eq!(
+            threshold == 0.5,
+            seq > rescored_after,
+            "seq {seq}: {verdict}"
+        );
+        let score = verdict["score"].as_f64().unwrap();
+        let failed = verdict["verdict"] == "fail";
+        assert_eq!(failed, score > threshold, "{verdict}");
     }
     // The new set's threshold (from its own file) is in force too.
     let first_new = v
@@ -747,4 +776,32 @@ fn a_passed_socket_serves_clients_across_daemon_restarts() {
     assert_eq!(v["seq"], 1, "a new run numbers from 1: {v}");
     second.signal(libc::SIGTERM);
     second.wait(Duration::from_secs(30)).assert_success();
+}
+
+#[test]
+fn a_daemon_that_cannot_start_never_says_ready_and_says_why() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let dir = tmp.path().join("images");
+    art.copy_heldout(&dir, 1, 0);
+    let refs = tmp.path().join("references.safetensors");
+    std::fs::write(&refs, b"corrupt").unwrap();
+    let mut cfg = TestConfig::new(&art, &dir);
+    cfg.references = refs;
+    cfg.socket = Some(tmp.path().join("verdicts.sock"));
+    let config = cfg.write(&tmp.path().join("inspectord.toml"));
+    let mut notify = Notify::bind(tmp.path().join("notify.sock"));
+    let mut cmd = common::command(tmp.path(), [OsStr::new("run"), OsStr::new("--config")]);
+    cmd.arg(&config).env("NOTIFY_SOCKET", &notify.path);
+    common::run(cmd, LIMIT).assert_failure();
+    notify.collect(Duration::from_millis(200));
+    let lines: Vec<&str> = notify.seen.iter().map(|(_, l)| l.as_str()).collect();
+    assert!(!lines.contains(&"READY=1"), "{lines:?}");
+    let status = notify.statuses();
+    assert!(
+        status.len() == 1
+            && status[0].starts_with("failed: ")
+            && status[0].contains("references.safetensors"),
+        "{status:?}"
+    );
 }
