@@ -621,7 +621,11 @@ struct Monitor<'a> {
 /// [`STATUS_EVERY`], `WATCHDOG=1` every half watchdog interval while healthy, `STOPPING=1`
 /// when the source stops. Without a service manager it still logs stalls.
 fn monitor(m: Monitor<'_>) {
-    let ping_every = m.notifier.and_then(Notifier::watchdog).map(|w| w / 2);
+    // Half the interval, as sd_watchdog_enabled(3) advises (and never a busy loop).
+    let ping_every = m
+        .notifier
+        .and_then(Notifier::watchdog)
+        .map(|w| (w / 2).max(Duration::from_millis(10)));
     let started = Instant::now();
     let mut last = (started, 0u64);
     let mut fps = 0.0;
