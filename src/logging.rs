@@ -56,10 +56,9 @@ pub fn init(filter: &str, format: LogFormat, ansi: bool) {
             }
             Err(e) => {
                 stderr()
-                    .without_time() // the journal stamps every line
                     .event_format(Prefixed(
                         tracing_subscriber::fmt::format()
-                            .without_time()
+                            .without_time() // the journal stamps every line
                             .with_ansi(false),
                     ))
                     .init();
