@@ -199,3 +199,163 @@ def build_encoder(embedding_dim=EMBEDDING_DIM, dropout=0.0):
             return z / torch.sqrt((z * z).sum(dim=1, keepdim=True) + 1e-12)
 
     return Encoder()
+
+
+# ----------------------------------------------------------------------------
+# Accurate encoder: ImageNet-pretrained EfficientNet-Lite0, fine-tuned (Siamese)
+# ----------------------------------------------------------------------------
+# Architecture: the pinned package efficientnet-lite-pytorch==0.1.0 (Apache-2.0;
+# TF "SAME" padding, ReLU6, no squeeze-excitation), loaded with strict=True from
+# the weights that models/fetch_backbone.py fetches (never committed).
+#
+# Contract: 8-bit gray in, 300 x 300 (ELPV's native size: no resampling for ELPV
+# cells), normalised as the TF-Lite weights expect, (g - 127) / 128 — in the
+# contract's terms pixel_scale = 1, mean = 127, std = 128, which is exact in
+# float32.  The gray channel's replication to the three channels the ImageNet
+# stem expects is folded into the stem: a 3-channel convolution of a replicated
+# gray image equals a 1-channel convolution with the weights summed over the
+# input channels, so the graph takes (N, 1, 300, 300).
+
+LITE_WEIGHTS = os.path.join(HERE, ".cache", "efficientnet-lite0-57934424.pth")
+LITE_ONNX_PATH = os.path.join(HERE, "elpv-lite0.onnx")
+LITE_REFS_PATH = os.path.join(HERE, "elpv-lite0-references.safetensors")
+LITE_REPORT_DIR = os.path.join(HERE, "report", "lite0")
+LITE_CKPT_PATH = os.path.join(HERE, ".cache", "lite0.pt")
+LITE_INPUT = 300
+LITE_PIXEL_SCALE = 1.0
+LITE_MEAN = 127.0
+LITE_STD = 128.0
+LITE_MODEL_NAME = "elpv-lite0"
+LITE_MODEL_VERSION = "1.0.0"
+LITE_HEAD_CHANNELS = 1280
+
+
+def load_gray_u8(path):
+    """decode -> 8-bit gray (Pillow's convert("L")), (H, W) uint8."""
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L"), dtype=np.uint8)
+
+
+def lite_preprocess_u8(g):
+    """(H, W) uint8 at LITE_INPUT -> (1, H, W) float32, exactly the daemon's
+    (g * pixel_scale - mean) / std with pixel_scale 1, mean 127, std 128."""
+    assert g.shape == (LITE_INPUT, LITE_INPUT), g.shape
+    a = g.astype(np.float32) * np.float32(LITE_PIXEL_SCALE)
+    return ((a - np.float32(LITE_MEAN)) / np.float32(LITE_STD))[None].astype(np.float32)
+
+
+def lite_preprocess(path):
+    return lite_preprocess_u8(load_gray_u8(path))
+
+
+def build_lite_encoder(embedding_dim=128, cut=13, res=LITE_INPUT, weights=LITE_WEIGHTS,
+                       pretrained_only=False, drop_connect=0.0):
+    """EfficientNet-Lite0 (ImageNet weights, strict load) as a gray-in encoder.
+
+    cut: blocks [0, cut) with the stem form the frozen lower part (`lower`),
+    the rest + head conv + global average pool + linear projection the trained
+    upper part (`upper`).  res: the resolution the backbone runs at; when it
+    differs from LITE_INPUT the graph resizes (bilinear, antialiased) itself.
+    pretrained_only: no projection; the embedding is the pooled 1280-d head
+    (the "enroll-only" encoder: nothing fine-tuned)."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=res)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    net.load_state_dict(state, strict=True)
+
+    class LiteEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.res = res
+            self.cut = cut
+            self.drop_connect = drop_connect
+            stem = net._conv_stem
+            # fold the gray -> RGB replication into the stem (see above)
+            w1 = stem.weight.detach().sum(dim=1, keepdim=True)
+            conv1 = type(stem)(1, stem.out_channels, kernel_size=stem.kernel_size, stride=stem.stride,
+                               image_size=res, bias=False)
+            with torch.no_grad():
+                conv1.weight.copy_(w1)
+            self.stem = conv1
+            self.bn0 = net._bn0
+            self.blocks = net._blocks
+            self.conv_head = net._conv_head
+            self.bn1 = net._bn1
+            self.act = nn.ReLU6()
+            self.pretrained_only = pretrained_only
+            if not pretrained_only:
+                self.proj = nn.Linear(LITE_HEAD_CHANNELS, embedding_dim)
+            self.embedding_dim = LITE_HEAD_CHANNELS if pretrained_only else embedding_dim
+
+        def lower(self, x):
+            if x.shape[-1] != self.res or x.shape[-2] != self.res:
+                x = F.interpolate(x, size=(self.res, self.res), mode="bilinear", align_corners=False,
+                                  antialias=True)
+            x = self.act(self.bn0(self.stem(x)))
+            for b in self.blocks[:self.cut]:
+                x = b(x)
+            return x
+
+        def upper(self, f):
+            n = len(self.blocks)
+            for i in range(self.cut, n):
+                rate = self.drop_connect * i / n if self.training and self.drop_connect else None
+                f = self.blocks[i](f, drop_connect_rate=rate)
+            f = self.act(self.bn1(self.conv_head(f)))
+            z = f.mean(dim=(2, 3))
+            if not self.pretrained_only:
+                z = self.proj(z)
+            # unit L2 norm, as the small encoder
+            return z / torch.sqrt((z * z).sum(dim=1, keepdim=True) + 1e-12)
+
+        def forward(self, x):
+            return self.upper(self.lower(x))
+
+    return LiteEncoder()
+
+
+# ----------------------------------------------------------------------------
+# Line-like drift (training augmentation and the robustness check on val)
+# ----------------------------------------------------------------------------
+
+def line_drift(g, gen, max_shift=4.0, max_rot_deg=2.0, lighting=True):
+    """Drift of a batch of uint8 gray images g (B, 1, H, W) (torch): a random
+    sub-pixel shift of up to max_shift pixels and rotation of up to max_rot_deg
+    degrees (bilinear, border padding: what a fixture and a camera ROI give),
+    and with `lighting` brightness +-8 %, contrast x[0.8, 1.2], gamma
+    [0.8, 1.25]; rounded back to 8 bits, as a camera delivers them."""
+    import math
+    import torch
+    from torch.nn import functional as F
+    B, _, H, W = g.shape
+    x = g.float() / 255.0
+    r = torch.rand(B, 6, generator=gen)
+    ang = (r[:, 0] * 2 - 1) * math.radians(max_rot_deg)
+    tx = (r[:, 1] * 2 - 1) * max_shift * 2 / W
+    ty = (r[:, 2] * 2 - 1) * max_shift * 2 / H
+    if max_shift or max_rot_deg:
+        cos, sin = torch.cos(ang), torch.sin(ang)
+        theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if lighting:
+        gamma = torch.exp((r[:, 3] * 2 - 1) * math.log(1.25))
+        x = x.clamp(0, 1) ** gamma[:, None, None, None]
+        c = 0.8 + 0.4 * r[:, 4]
+        b = (r[:, 5] * 2 - 1) * 0.08
+        m = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - m) * c[:, None, None, None] + m + b[:, None, None, None]
+    return (x * 255.0).round().clamp(0, 255).to(torch.uint8)
+
+
+def preprocess_u8(g, meta):
+    """8-bit gray (H, W) -> (1, h, w) float32 by the contract in an ONNX file's
+    metadata, as the daemon does: * pixel_scale, box resize, (a - mean) / std."""
+    a = g.astype(np.float32) * np.float32(float(meta["pixel_scale"]))
+    a = box_resize(a, int(meta["input_height"]), int(meta["input_width"]))
+    return ((a - np.float32(float(meta["mean"]))) / np.float32(float(meta["std"])))[None].astype(np.float32)

@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""Evaluate the exported encoder exactly as the daemon will use it.
+"""Evaluate an exported encoder exactly as the daemon will use it.
 
-1. Embeddings come from onnxruntime (models/elpv-siamese.onnx), preprocessing
-   with the mean/std read back from the ONNX metadata.
+``--kind small`` (models/elpv-siamese.onnx, report in models/report/) or
+``--kind lite0`` (models/elpv-lite0.onnx, report in models/report/lite0/).
+
+1. Embeddings come from onnxruntime, preprocessing by the contract read back
+   from the ONNX metadata (pixel scale, box resize, mean, std).
 2. References = good images of the ``train`` split, sorted by file name.
 3. Scoring setting (eta/gamma, k in {1,3,5}, p orders (2,6)/(1,4)) and the
    threshold are chosen on ``val`` only (max accuracy; ties -> higher val
    AUROC, then the earlier setting in the grid).
-4. Only then the held-out ``test`` part is scored once.
+4. Robustness: val accuracy at that threshold when the val images drift as on
+   a line (shift, rotation, lighting, all three; fixed seed).
+5. Only then the held-out ``test`` part is scored once.
 
 Writes models/elpv-references.safetensors, models/report/metrics.json,
 models/report/heldout-predictions.csv and PNG plots under models/report/.
@@ -27,6 +32,7 @@ from scipy.spatial.distance import minkowski
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
 import common as C
+import export as E
 
 REPORT_DIR = C.REPORT_DIR
 REFS_PATH = C.REFS_PATH
@@ -74,6 +80,32 @@ def binary_metrics(y, pred, score):
            "auroc": float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else None,
            "confusion_matrix": {"labels": ["good", "defective"], "rows_true_cols_pred": [[int(tn), int(fp)], [int(fn), int(tp)]],
                                 "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)}}
+    return out
+
+
+PERTURBATIONS = [  # name, max shift (px), max rotation (degrees), lighting
+    ("shift +-4 px", 4.0, 0.0, False),
+    ("rotation +-2 deg", 0.0, 2.0, False),
+    ("lighting", 0.0, 0.0, True),
+    ("shift + rotation + lighting", 4.0, 2.0, True),
+]
+
+
+def robustness(sess, rows, y, R, setting, thr, meta, seed=7):
+    """Val accuracy/AUROC at the chosen threshold under each line-like perturbation."""
+    import torch
+    out = []
+    G = np.stack([C.load_gray_u8(C.image_path(r["file"])) for r in rows])[:, None]
+    for name, shift, rot, light in PERTURBATIONS:
+        gen = torch.Generator().manual_seed(seed)
+        Gp = C.line_drift(torch.from_numpy(G), gen, shift, rot, light).numpy()
+        X = np.stack([C.preprocess_u8(g[0], meta) for g in Gp])
+        s, _ = scores_for(embed_ort(sess, X), R, setting)
+        pred = s > thr
+        out.append({"perturbation": name, "max_shift_px": shift, "max_rotation_deg": rot, "lighting": light,
+                    "val_accuracy": float((pred == y).mean()), "val_auroc": float(roc_auc_score(y, s)),
+                    "val_recall_defective": float(pred[y].mean())})
+        print(f"  val under {name}: acc {out[-1]['val_accuracy']:.4f} AUROC {out[-1]['val_auroc']:.4f}")
     return out
 
 
@@ -132,18 +164,23 @@ def plots(test_s, test_y, emb_all, y_all, cm, setting, thr):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--onnx", default=C.ONNX_PATH)
-    ap.add_argument("--ckpt", default=C.CKPT_PATH, help="for the torch-vs-onnxruntime parity check")
-    ap.add_argument("--refs-out", default=C.REFS_PATH)
-    ap.add_argument("--report-dir", default=C.REPORT_DIR)
+    ap.add_argument("--kind", choices=["small", "lite0"], default="small")
+    ap.add_argument("--onnx", default=None)
+    ap.add_argument("--ckpt", default=None, help="for the torch-vs-onnxruntime parity check")
+    ap.add_argument("--refs-out", default=None)
+    ap.add_argument("--report-dir", default=None)
     ap.add_argument("--val-only", action="store_true",
                     help="candidate comparison: choose the setting on val, print val figures, write nothing, never read test")
     args = ap.parse_args()
+    lite = args.kind == "lite0"
+    args.onnx = args.onnx or (C.LITE_ONNX_PATH if lite else C.ONNX_PATH)
+    args.ckpt = args.ckpt or (C.LITE_CKPT_PATH if lite else C.CKPT_PATH)
+    args.refs_out = args.refs_out or (C.LITE_REFS_PATH if lite else C.REFS_PATH)
+    args.report_dir = args.report_dir or (C.LITE_REPORT_DIR if lite else C.REPORT_DIR)
     global REPORT_DIR, REFS_PATH
     REPORT_DIR, REFS_PATH = args.report_dir, args.refs_out
 
     meta = onnx_meta(args.onnx)
-    mean, std = float(meta["mean"]), float(meta["std"])
     split_sha = C.sha256_file(C.SPLIT_CSV)
     if meta["split_sha256"] != split_sha:
         sys.exit(f"evaluate: split_sha256 in ONNX metadata {meta['split_sha256']} != {split_sha}")
@@ -155,7 +192,7 @@ def main():
     ref_rows = [r for r in parts["train"] if r["label"] == "good"]  # sorted by file name
 
     def embed_rows(rs):
-        X = np.stack([C.preprocess(C.image_path(r["file"]), mean, std) for r in rs])
+        X = np.stack([C.preprocess_u8(C.load_gray_u8(C.image_path(r["file"])), meta) for r in rs])
         return X, embed_ort(sess, X)
 
     Xref, R = embed_rows(ref_rows)
@@ -168,9 +205,7 @@ def main():
         import torch
         torch.set_num_threads(2)
         ck = torch.load(args.ckpt, map_location="cpu", weights_only=False)
-        model = C.build_encoder(ck["embedding_dim"])
-        model.load_state_dict(ck["state_dict"])
-        model.eval()
+        model = E.build_model(ck)
         with torch.no_grad():
             pt = model(torch.from_numpy(Xval[:32])).numpy()
         parity = float(np.abs(pt - V[:32]).max())
@@ -205,8 +240,10 @@ def main():
           f"val acc={selection[best_i]['val_accuracy']:.4f} val AUROC={selection[best_i]['val_auroc']:.4f}")
     sv, _ = scores_for(V, R, setting)
     val_metrics = binary_metrics(yval, sv > thr, sv)
+    robust = robustness(sess, parts["val"], yval, R, setting, thr, meta)
     if args.val_only:
         print(json.dumps({"val": {k_: val_metrics[k_] for k_ in ("accuracy", "auroc", "f1_defective")},
+                          "val_robustness": [(d["perturbation"], round(d["val_accuracy"], 4)) for d in robust],
                           "val_confusion": val_metrics["confusion_matrix"]["rows_true_cols_pred"],
                           "grid": [(d["score"], d["k"], d["eta_p"], d["gamma_p"], round(d["val_accuracy"], 4),
                                     round(d["val_auroc"], 4)) for d in selection]}))
@@ -221,7 +258,7 @@ def main():
         "embedding_dim": str(dim), "count": str(len(R)), "threshold": repr(thr), "score": score_name,
         "k": str(k), "eta_p": str(eta_p), "gamma_p": str(gamma_p), "threshold_method": THRESHOLD_METHOD,
         "created_by": "models/evaluate.py", "created_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "source": "elpv train split, good images",
+        "source": "elpv train split, good images", "model_name": meta["model_name"],
     }
     save_file({"references": np.ascontiguousarray(R, dtype=np.float32)}, REFS_PATH, metadata=ref_meta)
     refs_sha = C.sha256_file(REFS_PATH)
@@ -260,10 +297,12 @@ def main():
     train_info = {}
     if os.path.exists(args.ckpt):
         train_info = {k_: ck[k_] for k_ in ("best_epoch", "best_val_auroc", "epochs", "train_wall_seconds",
-                                            "n_params", "loss", "args")}
+                                            "n_params", "args") if k_ in ck}
+        train_info["log"] = ck.get("log")
     metrics = {
-        "model": {"path": "models/elpv-siamese.onnx", "sha256": model_sha, "metadata": meta},
-        "references": {"path": "models/elpv-references.safetensors", "sha256": refs_sha,
+        "model": {"path": os.path.relpath(args.onnx, C.ROOT), "sha256": model_sha,
+                  "bytes": os.path.getsize(args.onnx), "metadata": meta},
+        "references": {"path": os.path.relpath(REFS_PATH, C.ROOT), "sha256": refs_sha,
                        "reference_set_id": refs_sha[:16], "count": len(R), "metadata": ref_meta},
         "scoring": {"score": score_name, "k": k, "eta_p": eta_p, "gamma_p": gamma_p, "threshold": thr,
                     "threshold_repr": repr(thr), "threshold_method": THRESHOLD_METHOD,
@@ -271,6 +310,7 @@ def main():
                     "nearest_ref": "0-based row index into the references tensor (argmin of per-reference score)"},
         "selection_on_val": selection,
         "val": val_metrics,
+        "val_robustness": robust,
         "test": test_metrics,
         "test_by_type": by_type,
         "test_by_defect_probability": by_probability,

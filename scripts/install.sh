@@ -56,6 +56,8 @@ put 0755 "$bin" "$BINDIR/inspectord"
 put 0644 "$ort/lib/libonnxruntime.so" "$LIBDIR/inspectord/libonnxruntime.so"
 put 0644 models/elpv-siamese.onnx "$DATADIR/inspectord/models/elpv-siamese.onnx"
 put 0644 models/elpv-references.safetensors "$DATADIR/inspectord/models/elpv-references.safetensors"
+put 0644 models/elpv-lite0.onnx "$DATADIR/inspectord/models/elpv-lite0.onnx"
+put 0644 models/elpv-lite0-references.safetensors "$DATADIR/inspectord/models/elpv-lite0-references.safetensors"
 put 0644 systemd/inspectord.service "$UNITDIR/inspectord.service" sed
 put 0644 systemd/inspectord.socket "$UNITDIR/inspectord.socket" sed
 put 0644 systemd/inspectord.sysusers "$SYSUSERSDIR/inspectord.conf"

@@ -42,6 +42,8 @@ deb_files=(
   ./usr/lib/inspectord/libonnxruntime.so
   ./usr/share/inspectord/models/elpv-siamese.onnx
   ./usr/share/inspectord/models/elpv-references.safetensors
+  ./usr/share/inspectord/models/elpv-lite0.onnx
+  ./usr/share/inspectord/models/elpv-lite0-references.safetensors
   ./usr/lib/systemd/system/inspectord.service
   ./usr/lib/systemd/system/inspectord.socket
   ./usr/lib/sysusers.d/inspectord.conf
@@ -98,6 +100,8 @@ install_files=(
   lib/inspectord/libonnxruntime.so
   share/inspectord/models/elpv-siamese.onnx
   share/inspectord/models/elpv-references.safetensors
+  share/inspectord/models/elpv-lite0.onnx
+  share/inspectord/models/elpv-lite0-references.safetensors
   lib/systemd/system/inspectord.service
   lib/systemd/system/inspectord.socket
   lib/sysusers.d/inspectord.conf
@@ -125,7 +129,7 @@ for prefix in /usr /usr/local; do
     grep -q '/usr/bin/inspectord' "$unit" && problem "make install PREFIX=$prefix: the unit still names /usr/bin/inspectord"
     grep -qx "onnxruntime = \"$prefix/lib/inspectord/libonnxruntime.so\"" "$dest/etc/inspectord/inspectord.toml" ||
       problem "make install PREFIX=$prefix: runtime.onnxruntime not set to $prefix/lib/inspectord"
-    grep -q "^path = \"$prefix/share/inspectord/models/elpv-siamese.onnx\"" "$dest/etc/inspectord/inspectord.toml" ||
+    grep -q "^path = \"$prefix/share/inspectord/models/elpv-lite0.onnx\"" "$dest/etc/inspectord/inspectord.toml" ||
       problem "make install PREFIX=$prefix: model path not under $prefix"
   else
     cmp -s "$dest/etc/inspectord/inspectord.toml" config/inspectord.production.toml ||

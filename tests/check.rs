@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Artifacts, TestConfig};
+use common::{Artifacts, Encoder, TestConfig};
 use inspectord::references::ReferenceSet;
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -60,7 +60,8 @@ fn three_mistakes_are_all_reported_with_key_and_line() {
 #[test]
 fn demo_config_passes() {
     let tmp = common::temp_dir();
-    let art = Artifacts::snapshot(tmp.path());
+    // The demo runs the accurate encoder.
+    let art = Artifacts::snapshot_of(tmp.path(), Encoder::Lite0);
     // The shipped demo config with its relative paths made absolute; model and references from
     // the snapshot (the files in models/ may be mid-replacement by a retraining).
     let demo = std::fs::read_to_string(common::repo().join("config/inspectord.toml")).unwrap();
@@ -68,11 +69,11 @@ fn demo_config_passes() {
     let copy = demo
         .replace("\"../", &format!("\"{}/", common::repo().display()))
         .replace(
-            &format!("\"{}/elpv-siamese.onnx\"", models.display()),
+            &format!("\"{}/elpv-lite0.onnx\"", models.display()),
             &format!("\"{}\"", art.model.display()),
         )
         .replace(
-            &format!("\"{}/elpv-references.safetensors\"", models.display()),
+            &format!("\"{}/elpv-lite0-references.safetensors\"", models.display()),
             &format!("\"{}\"", art.references.display()),
         );
     assert!(

@@ -1,12 +1,12 @@
-//! Parity with the Python evaluation: replaying the held-out split gives, frame by frame, the
-//! predictions, scores and nearest references of `models/report/heldout-predictions.csv`, and
-//! the accuracy of `models/report/metrics.json`.
+//! Parity with the Python evaluation, for every shipped encoder: replaying the held-out split
+//! gives, frame by frame, the predictions, scores and nearest references of the encoder's
+//! `heldout-predictions.csv`, and the accuracy of its `metrics.json`.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Artifacts, TestConfig};
+use common::{Artifacts, Encoder, TestConfig};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(240);
@@ -36,9 +36,18 @@ fn value<'a>(pairs: &[(&'a str, &'a str)], key: &str) -> &'a str {
 }
 
 #[test]
-fn heldout_replay_matches_python_predictions() {
+fn small_encoder_matches_python_predictions() {
+    heldout_replay_matches_python_predictions(Encoder::Small);
+}
+
+#[test]
+fn lite0_encoder_matches_python_predictions() {
+    heldout_replay_matches_python_predictions(Encoder::Lite0);
+}
+
+fn heldout_replay_matches_python_predictions(encoder: Encoder) {
     let tmp = common::temp_dir();
-    let art = Artifacts::snapshot(tmp.path());
+    let art = Artifacts::snapshot_of(tmp.path(), encoder);
     let list = common::split_list("test");
     let order: Vec<String> = std::fs::read_to_string(&list)
         .unwrap()
@@ -111,6 +120,11 @@ fn heldout_replay_matches_python_predictions() {
         assert_eq!(v["model_sha256"], art.model_sha256.as_str());
         assert_eq!(v["reference_set"], art.reference_set.as_str());
     }
+    eprintln!(
+        "{encoder:?}: {} frames, {} disagreements, max |score difference| {worst:e}",
+        verdicts.len(),
+        problems.len()
+    );
     assert!(
         problems.is_empty(),
         "{} disagreements with the Python evaluation (max score diff {worst:e}):\n{}",

@@ -400,12 +400,42 @@ pub fn load_split() -> Vec<SplitRow> {
     .collect()
 }
 
-/// A consistent copy of the model, its references and the Python evaluation's outputs.
+/// A shipped encoder: its model, its references and the Python evaluation's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoder {
+    /// `models/elpv-siamese.onnx`: the small from-scratch CNN, the fast option (most tests use
+    /// it: they test the daemon, not the model).
+    Small,
+    /// `models/elpv-lite0.onnx`: the fine-tuned EfficientNet-Lite0, the demo's default.
+    Lite0,
+}
+
+impl Encoder {
+    /// (model, references, held-out predictions, metrics), relative to the repository.
+    fn files(self) -> [&'static str; 4] {
+        match self {
+            Encoder::Small => [
+                "models/elpv-siamese.onnx",
+                "models/elpv-references.safetensors",
+                "models/report/heldout-predictions.csv",
+                "models/report/metrics.json",
+            ],
+            Encoder::Lite0 => [
+                "models/elpv-lite0.onnx",
+                "models/elpv-lite0-references.safetensors",
+                "models/report/lite0/heldout-predictions.csv",
+                "models/report/lite0/metrics.json",
+            ],
+        }
+    }
+}
+
+/// A consistent copy of a model, its references and the Python evaluation's outputs.
 #[derive(Debug)]
 pub struct Artifacts {
-    /// Copy of `models/elpv-siamese.onnx`.
+    /// Copy of the model (`models/elpv-siamese.onnx` unless another encoder was asked for).
     pub model: PathBuf,
-    /// Copy of `models/elpv-references.safetensors`.
+    /// Copy of the model's references.
     pub references: PathBuf,
     /// SHA-256 of the model file.
     pub model_sha256: String,
@@ -413,28 +443,29 @@ pub struct Artifacts {
     pub reference_set: String,
     /// The reference file's metadata.
     pub references_meta: HashMap<String, String>,
-    /// `models/report/heldout-predictions.csv`, in file order.
+    /// The model's `heldout-predictions.csv`, in file order.
     pub predictions: Vec<Prediction>,
-    /// `models/report/metrics.json`.
+    /// The model's `metrics.json`.
     pub metrics: Value,
 }
-
-const MODEL: &str = "models/elpv-siamese.onnx";
-const REFERENCES: &str = "models/elpv-references.safetensors";
-const PREDICTIONS: &str = "models/report/heldout-predictions.csv";
-const METRICS: &str = "models/report/metrics.json";
 
 /// How long a snapshot waits for a retraining in progress to finish writing its files.
 const SNAPSHOT_PATIENCE: Duration = Duration::from_secs(150);
 
 impl Artifacts {
-    /// Copies the artifacts into `dir` once they are consistent: the references were made by
-    /// this model (their `model_sha256`) and `metrics.json` (written last by `models/evaluate.py`)
-    /// names this model and these references. Waits while a retraining is replacing them.
+    /// [`Artifacts::snapshot_of`] the small encoder.
     pub fn snapshot(dir: &Path) -> Artifacts {
+        Self::snapshot_of(dir, Encoder::Small)
+    }
+
+    /// Copies an encoder's artifacts into `dir` once they are consistent: the references were
+    /// made by this model (their `model_sha256`) and `metrics.json` (written last by
+    /// `models/evaluate.py`) names this model and these references. Waits while a retraining is
+    /// replacing them.
+    pub fn snapshot_of(dir: &Path, encoder: Encoder) -> Artifacts {
         let started = Instant::now();
         loop {
-            match Self::try_snapshot(dir) {
+            match Self::try_snapshot(dir, encoder) {
                 Ok(a) => return a,
                 Err(why) if started.elapsed() < SNAPSHOT_PATIENCE => {
                     eprintln!(
@@ -447,23 +478,24 @@ impl Artifacts {
         }
     }
 
-    fn try_snapshot(dir: &Path) -> Result<Artifacts, String> {
+    fn try_snapshot(dir: &Path, encoder: Encoder) -> Result<Artifacts, String> {
+        let [model_rel, references_rel, predictions_rel, metrics_rel] = encoder.files();
         let read = |rel: &str| {
             std::fs::read(repo().join(rel)).map_err(|e| format!("cannot read {rel}: {e}"))
         };
-        let model = read(MODEL)?;
-        let references = read(REFERENCES)?;
-        let predictions = read(PREDICTIONS)?;
-        let metrics = read(METRICS)?;
+        let model = read(model_rel)?;
+        let references = read(references_rel)?;
+        let predictions = read(predictions_rel)?;
+        let metrics = read(metrics_rel)?;
         // A file replaced while we were reading the others shows up here.
-        if read(MODEL)? != model || read(REFERENCES)? != references {
+        if read(model_rel)? != model || read(references_rel)? != references {
             return Err("the model or the references changed while being read".into());
         }
         let model_sha256 = sha256_hex(&model);
         let references_sha256 = sha256_hex(&references);
         let references_meta = safetensors_metadata(&references);
         let metrics: Value =
-            serde_json::from_slice(&metrics).map_err(|e| format!("{METRICS}: {e}"))?;
+            serde_json::from_slice(&metrics).map_err(|e| format!("{metrics_rel}: {e}"))?;
         if references_meta.get("model_sha256") != Some(&model_sha256) {
             return Err(format!(
                 "the references were made by model {:?}, not {model_sha256}",
@@ -473,7 +505,9 @@ impl Artifacts {
         if let Some(m) = metrics.pointer("/model/sha256").and_then(Value::as_str)
             && m != model_sha256
         {
-            return Err(format!("{METRICS} describes model {m}, not {model_sha256}"));
+            return Err(format!(
+                "{metrics_rel} describes model {m}, not {model_sha256}"
+            ));
         }
         if let Some(r) = metrics
             .pointer("/references/sha256")
@@ -481,15 +515,16 @@ impl Artifacts {
             && r != references_sha256
         {
             return Err(format!(
-                "{METRICS} describes references {r}, not {references_sha256}"
+                "{metrics_rel} describes references {r}, not {references_sha256}"
             ));
         }
         let predictions = parse_predictions(&predictions);
         let dir = dir.join("artifacts");
         std::fs::create_dir_all(&dir).expect("create artifacts dir");
+        let file_name = |rel: &str| Path::new(rel).file_name().expect("a file").to_owned();
         let (model_path, references_path) = (
-            dir.join("elpv-siamese.onnx"),
-            dir.join("elpv-references.safetensors"),
+            dir.join(file_name(model_rel)),
+            dir.join(file_name(references_rel)),
         );
         std::fs::write(&model_path, &model).expect("copy model");
         std::fs::write(&references_path, &references).expect("copy references");
