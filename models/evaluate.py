@@ -297,7 +297,7 @@ def main():
     train_info = {}
     if os.path.exists(args.ckpt):
         train_info = {k_: ck[k_] for k_ in ("best_epoch", "best_val_auroc", "epochs", "train_wall_seconds",
-                                            "n_params", "args") if k_ in ck}
+                                            "n_params", "loss", "args") if k_ in ck}
         train_info["log"] = ck.get("log")
     metrics = {
         "model": {"path": os.path.relpath(args.onnx, C.ROOT), "sha256": model_sha,
