@@ -124,9 +124,13 @@ def embed(model, X, bs=128):
 
 
 def val_metrics(model, X_ref, X_val, y_val):
+    return nearest_eta_metrics(embed(model, X_ref), embed(model, X_val), y_val)
+
+
+def nearest_eta_metrics(R, V, y_val):
+    """Val AUROC and best accuracy over thresholds of the nearest-reference SOART3 eta (k = 1,
+    p = 2): the figure both trainings pick their checkpoint by."""
     from sklearn.metrics import roc_auc_score
-    R = embed(model, X_ref)
-    V = embed(model, X_val)
     eta, _ = C.soart3_matrix(V, R, 2, 6)
     s, _ = C.knn_score(eta, 1)
     auc = roc_auc_score(y_val, s)

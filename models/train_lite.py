@@ -30,7 +30,7 @@ import torch
 from torch.nn import functional as F
 
 import common as C
-from train import siamese_loss, seed_everything
+from train import nearest_eta_metrics, seed_everything, siamese_loss
 
 CACHE_DIR = os.path.join(C.HERE, ".cache")
 
@@ -176,16 +176,7 @@ def embed_feats(model, feats, bs=128):
 
 
 def val_metrics(model, F_ref, F_val, y_val):
-    from sklearn.metrics import roc_auc_score
-    R = embed_feats(model, F_ref)
-    V = embed_feats(model, F_val)
-    eta, _ = C.soart3_matrix(V, R, 2, 6)
-    s, _ = C.knn_score(eta, 1)
-    auc = roc_auc_score(y_val, s)
-    u = np.unique(s)
-    thr = np.concatenate([[u[0] - 1e-9], (u[:-1] + u[1:]) / 2, [u[-1] + 1e-9]])
-    accs = [((s > t) == y_val).mean() for t in thr]
-    return float(auc), float(max(accs))
+    return nearest_eta_metrics(embed_feats(model, F_ref), embed_feats(model, F_val), y_val)
 
 
 RECIPE_KEYS = ("epochs", "res", "cut", "dim", "variants", "batch_good", "batch_def", "lr", "backbone_lr_mult",
