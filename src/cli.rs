@@ -61,10 +61,14 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         wait_clients: usize,
     },
-    /// Validate the config, load the model and the references, and report every problem.
+    /// Validate the config as `run` (or `replay`) would, load the model and the references,
+    /// and report every problem.
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// The mode to validate for (`run`: what the service's ExecStartPre= checks).
+        #[arg(long, value_enum, default_value_t = Mode::Run)]
+        mode: Mode,
     },
     /// Embed images of good parts and write a reference set with a proposed threshold.
     Enroll {
@@ -101,4 +105,13 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         Ok(r) if (0.0..1.0).contains(&r) => Ok(r),
         _ => Err(format!("must be a number in [0, 1), got {s:?}")),
     }
+}
+
+/// The mode a config is validated for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// The daemon: verdicts on the socket only.
+    Run,
+    /// Test mode: verdicts on stdout, a summary at the end.
+    Replay,
 }

@@ -6,17 +6,23 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 
+use crate::cli::Mode;
 use crate::config::{Config, ReplayConfig, SourceConfig, default_extensions};
 use crate::encoder::Model;
 use crate::failures::FailureLog;
 use crate::inspect::{Inspector, Scorer};
 use crate::onnxruntime::{self, Runtime};
-use crate::pipeline::{self, Input, Pipeline};
+use crate::pipeline::{self, Input, Pipeline, Signals, Tally, Triggering, WaitClients};
 use crate::preprocess::Preprocessor;
 use crate::references::{ReferenceMeta, ReferenceSet};
-use crate::report::{Labels, Summary};
+use crate::report::Labels;
 use crate::score::{self, Embeddings, ScoreKind, Scoring};
 use crate::service::{self, Notifier};
+use crate::sink::Sink;
+use crate::sink::failures::FailureImageSink;
+use crate::sink::socket::SocketSink;
+use crate::sink::stdout::StdoutSink;
+use crate::sink::summary::SummarySink;
 use crate::soart3::Orders;
 use crate::socket::{self, SocketServer, SocketSettings};
 use crate::source::Payload;
@@ -109,6 +115,7 @@ fn source(config: &SourceConfig) -> Result<Input> {
     }
 }
 
+/// The verdict socket: the one passed by socket activation, else `output.socket` bound here.
 fn socket(l: &Loaded, scorer: &Scorer) -> Result<Option<(SocketServer, socket::Broadcaster)>> {
     let hello = wire::hello_line(&l.model.sha256, &scorer.id);
     let settings = SocketSettings {
@@ -151,10 +158,8 @@ fn reloader(l: &Loaded) -> pipeline::Reload {
         l.model.contract.embedding_dim,
     );
     Box::new(move || {
-        let config =
-            Config::load(&config_path).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
-        let set = ReferenceSet::load(&config.references.path, &sha, &model_path, dim)
-            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        let config = Config::load(&config_path)?;
+        let set = ReferenceSet::load(&config.references.path, &sha, &model_path, dim)?;
         let needs_restart: Vec<&str> = [
             ("source", config.source != running.source),
             ("model", config.model != running.model),
@@ -177,87 +182,150 @@ fn reloader(l: &Loaded) -> pipeline::Reload {
     })
 }
 
-/// Options of the pipeline modes.
-pub struct RunOptions {
-    pub images: Option<PathBuf>,
-    pub labels: Option<PathBuf>,
-    pub wait_clients: usize,
-    /// Replay (test) mode: verdicts on stdout and a summary at the end.
-    pub replay: bool,
+/// What `run`, `replay` and `check` validate and build before any thread starts or any socket
+/// is bound: `check` runs exactly this, so a config `check` accepts is one `run` accepts.
+struct Prepared {
+    loaded: Loaded,
+    scorer: Scorer,
+    input: Input,
+    failures: Option<FailureImageSink>,
 }
 
-/// `run` and `replay`: the same pipeline, different sinks.
-pub fn run(config_path: &Path, opts: RunOptions) -> Result<Summary> {
-    let started = Instant::now();
-    let mut l = load_model(config_path)?;
-    if let Some(images) = opts.images {
-        l.config.source = match &l.config.source {
+fn prepare(config_path: &Path, mode: Mode, images: Option<PathBuf>) -> Result<Prepared> {
+    let mut loaded = load_model(config_path)?;
+    if let Some(images) = images {
+        loaded.config.source = match &loaded.config.source {
             SourceConfig::Replay(r) => SourceConfig::Replay(ReplayConfig {
                 path: images,
                 ..r.clone()
             }),
-            SourceConfig::Camera(_) => SourceConfig::Replay(ReplayConfig::of(images)),
+            _ => SourceConfig::Replay(ReplayConfig::of(images)),
         };
     }
-    let scorer = load_scorer(&l)?;
-    let labels = opts.labels.as_deref().map(Labels::load).transpose()?;
-    let source = source(&l.config.source)?;
-    let socket = socket(&l, &scorer)?;
-    if !opts.replay && socket.is_none() {
+    if mode == Mode::Run && loaded.config.output.socket.is_none() && !service::socket_passed() {
         bail!(
             "`run` sends verdicts to the socket only: set output.socket in {}",
             config_path.display()
         );
     }
-    if opts.wait_clients > 0 && socket.is_none() {
-        bail!(
-            "--wait-clients needs a verdict socket: set output.socket in {}",
-            config_path.display()
-        );
-    }
-    let failures = match &l.config.failures {
-        Some(f) => Some((FailureLog::open(&f.dir, f.quota_bytes)?, f.verdicts.clone())),
+    let scorer = load_scorer(&loaded)?;
+    let input = source(&loaded.config.source)?;
+    let failures = match &loaded.config.failures {
+        Some(f) => Some(FailureImageSink::new(
+            FailureLog::open(&f.dir, f.quota_bytes)?,
+            f.verdicts
+                .iter()
+                .map(|v| match v.as_str() {
+                    "fail" => crate::verdict::VerdictKind::Fail,
+                    _ => crate::verdict::VerdictKind::Error,
+                })
+                .collect(),
+        )),
         None => None,
     };
+    Ok(Prepared {
+        loaded,
+        scorer,
+        input,
+        failures,
+    })
+}
+
+/// Options of `replay`.
+pub struct ReplayOptions {
+    pub images: Option<PathBuf>,
+    pub labels: Option<PathBuf>,
+    pub wait_clients: usize,
+}
+
+/// `run`: the daemon. Verdicts go to the socket only.
+pub fn run(config_path: &Path) -> Result<Tally> {
+    let p = prepare(config_path, Mode::Run, None)?;
+    start(p, Vec::new(), 0)
+}
+
+/// `replay`: test mode. Verdicts on stdout (and the socket, when configured), the summary on
+/// stderr at the end.
+pub fn replay(config_path: &Path, opts: ReplayOptions) -> Result<Tally> {
+    let p = prepare(config_path, Mode::Replay, opts.images)?;
+    let labels = opts.labels.as_deref().map(Labels::load).transpose()?;
+    let sinks: Vec<Box<dyn Sink>> = vec![
+        Box::new(StdoutSink::new()),
+        Box::new(SummarySink::new(labels)),
+    ];
+    start(p, sinks, opts.wait_clients)
+}
+
+/// Builds the rest of the run (socket, workers, sinks) and runs the pipeline to its end.
+fn start(p: Prepared, mut sinks: Vec<Box<dyn Sink>>, wait_clients: usize) -> Result<Tally> {
+    let started = Instant::now();
+    let Prepared {
+        loaded: l,
+        scorer,
+        input,
+        failures,
+    } = p;
+    let model_sha256: Arc<str> = Arc::from(l.model.sha256.as_str());
+    let socket = socket(&l, &scorer)?;
+    let wait_clients = match (&socket, wait_clients) {
+        (_, 0) => None,
+        (Some((_, b)), count) => Some(WaitClients {
+            count,
+            connected: b.connected_counter(),
+        }),
+        (None, _) => bail!(
+            "--wait-clients needs a verdict socket: set output.socket in {}",
+            l.config.path.display()
+        ),
+    };
+    let server = socket.map(|(server, broadcaster)| {
+        sinks.push(Box::new(SocketSink::new(broadcaster, model_sha256.clone())));
+        server
+    });
+    sinks.extend(failures.map(|f| Box::new(f) as Box<dyn Sink>));
     let inspectors = inspectors(&l, l.config.runtime.workers)?;
     tracing::info!(
         workers = l.config.runtime.workers,
         intra_op_threads = l.config.runtime.intra_op_threads,
+        sinks = ?sinks.iter().map(|s| s.name()).collect::<Vec<_>>(),
         startup_ms = started.elapsed().as_millis() as u64,
         "ready"
     );
-    let summary = pipeline::run(Pipeline {
-        source,
+    // No command source yet: free-run, and the control channel stays quiet.
+    let (_control_tx, control) = pipeline::control_channel();
+    let tally = pipeline::run(Pipeline {
+        source: input,
+        triggering: Triggering::FreeRun,
+        control,
         inspectors,
         scorer: pipeline::shared_scorer(scorer),
-        model_sha256: Arc::from(l.model.sha256.as_str()),
+        model_sha256,
         queue_depth: l.config.runtime.queue_depth,
-        stdout: opts.replay,
-        socket,
-        wait_clients: opts.wait_clients,
-        labels,
+        sinks,
+        socket: server,
+        wait_clients,
         stop: StopSignal::new(),
-        handle_signals: true,
-        failures,
+        signals: Signals::Handle(Some(reloader(&l))),
         notifier: Notifier::from_env(),
         stall_timeout: l.config.runtime.stall_timeout,
-        reload: Some(reloader(&l)),
     })?;
     tracing::info!(
-        frames = summary.frames,
-        pass = summary.pass,
-        fail = summary.fail,
-        error = summary.error,
-        elapsed_s = summary.elapsed.as_secs_f64(),
+        frames = tally.frames,
+        pass = tally.pass,
+        fail = tally.fail,
+        error = tally.error,
         "stopped"
     );
-    Ok(summary)
+    Ok(tally)
 }
 
-/// `check`: exactly the config validation, plus loading the model and the references.
-pub fn check(config_path: &Path) -> Result<String> {
-    let l = load_model(config_path)?;
-    let scorer = load_scorer(&l)?;
+/// `check`: exactly the validation `run` (or `replay`, with `mode`) does before it starts:
+/// the config, the model, the references, the source, the failure-image directory and the
+/// mode's own requirements.
+pub fn check(config_path: &Path, mode: Mode) -> Result<String> {
+    let Prepared {
+        loaded: l, scorer, ..
+    } = prepare(config_path, mode, None)?;
     let c = &l.model.contract;
     let s = &scorer.scoring;
     let mut report = format!(

@@ -19,8 +19,18 @@ pub enum ModelError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("ONNX Runtime cannot load model {path}: {reason}")]
-    Session { path: PathBuf, reason: String },
+    #[error("ONNX Runtime cannot load model {path}")]
+    Session {
+        path: PathBuf,
+        #[source]
+        source: ort::Error,
+    },
+    #[error("model {path}: the warm-up run failed")]
+    WarmUp {
+        path: PathBuf,
+        #[source]
+        source: EncodeError,
+    },
     #[error("model {path}: {source}")]
     Contract {
         path: PathBuf,
@@ -32,8 +42,10 @@ pub enum ModelError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
-    #[error("inference failed: {0}")]
-    Run(String),
+    #[error("inference failed")]
+    Run(#[source] ort::Error),
+    #[error("the model has no output `{0}`")]
+    MissingOutput(String),
     #[error("model returned {got} values, expected an embedding of {want}")]
     Dimension { got: usize, want: usize },
     #[error("model returned a non-finite embedding (value {value} at index {index})")]
@@ -65,13 +77,13 @@ impl Model {
             path: path.into(),
             source,
         })?;
-        let session = new_session(runtime, &bytes, 1).map_err(|reason| ModelError::Session {
+        let session = new_session(runtime, &bytes, 1).map_err(|source| ModelError::Session {
             path: path.into(),
-            reason,
+            source,
         })?;
-        let metadata = session.metadata().map_err(|e| ModelError::Session {
+        let metadata = session.metadata().map_err(|source| ModelError::Session {
             path: path.into(),
-            reason: e.to_string(),
+            source,
         })?;
         let contract = ModelContract::from_metadata(|k| metadata.custom(k)).map_err(|source| {
             ModelError::Contract {
@@ -148,10 +160,10 @@ impl Model {
         runtime: &Runtime,
         intra_op_threads: usize,
     ) -> Result<Encoder, ModelError> {
-        let session = new_session(runtime, &self.bytes, intra_op_threads).map_err(|reason| {
+        let session = new_session(runtime, &self.bytes, intra_op_threads).map_err(|source| {
             ModelError::Session {
                 path: self.path.clone(),
-                reason,
+                source,
             }
         })?;
         let mut encoder = Encoder {
@@ -167,9 +179,9 @@ impl Model {
             dim: self.contract.embedding_dim,
         };
         let zeros = vec![0.0f32; self.contract.input_len()];
-        encoder.embed(&zeros).map_err(|e| ModelError::Session {
+        encoder.embed(&zeros).map_err(|source| ModelError::WarmUp {
             path: self.path.clone(),
-            reason: format!("warm-up run failed: {e}"),
+            source,
         })?;
         Ok(encoder)
     }
@@ -179,12 +191,11 @@ fn new_session(
     runtime: &Runtime,
     bytes: &[u8],
     intra_op_threads: usize,
-) -> Result<Session, String> {
+) -> Result<Session, ort::Error> {
     Session::builder(&runtime.environment)
         .and_then(|b| Ok(b.with_intra_threads(intra_op_threads)?))
         .and_then(|b| Ok(b.with_inter_threads(1)?))
         .and_then(|mut b| b.commit_from_memory(bytes))
-        .map_err(|e| e.to_string())
 }
 
 /// One ONNX Runtime session; owned by one worker thread.
@@ -200,18 +211,17 @@ impl Encoder {
     /// Runs the model on one preprocessed tensor (C·H·W values) and returns its embedding,
     /// checked for dimension and finiteness.
     pub fn embed(&mut self, tensor: &[f32]) -> Result<Vec<f32>, EncodeError> {
-        let input = TensorRef::from_array_view((self.shape, tensor))
-            .map_err(|e| EncodeError::Run(e.to_string()))?;
+        let input = TensorRef::from_array_view((self.shape, tensor)).map_err(EncodeError::Run)?;
         let outputs = self
             .session
             .run(ort::inputs![self.input_name.as_str() => input])
-            .map_err(|e| EncodeError::Run(e.to_string()))?;
+            .map_err(EncodeError::Run)?;
         let value = outputs
             .get(&self.output_name)
-            .ok_or_else(|| EncodeError::Run(format!("output `{}` missing", self.output_name)))?;
+            .ok_or_else(|| EncodeError::MissingOutput(self.output_name.clone()))?;
         let (_, data) = value
             .try_extract_tensor::<f32>()
-            .map_err(|e| EncodeError::Run(e.to_string()))?;
+            .map_err(EncodeError::Run)?;
         if data.len() != self.dim {
             return Err(EncodeError::Dimension {
                 got: data.len(),

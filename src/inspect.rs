@@ -65,7 +65,7 @@ impl Inspector {
         match self.embed(payload) {
             Ok(embedding) => scorer.outcome(&embedding),
             Err(e) => Outcome::Error {
-                reason: e.to_string(),
+                reason: crate::error::chain(&e),
             },
         }
     }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use inspectord::cli::{Cli, Command};
-use inspectord::commands::{self, RunOptions};
+use inspectord::commands::{self, ReplayOptions};
 use inspectord::logging;
 use inspectord::service::Notifier;
 
@@ -31,34 +31,23 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config } => {
-            let opts = RunOptions {
-                images: None,
-                labels: None,
-                wait_clients: 0,
-                replay: false,
-            };
-            commands::run(&config, opts).map(drop)
-        }
+        Command::Run { config } => commands::run(&config).map(drop),
         Command::Replay {
             config,
             images,
             labels,
             wait_clients,
         } => {
-            let summary = commands::run(
-                &config,
-                RunOptions {
-                    images,
-                    labels,
-                    wait_clients,
-                    replay: true,
-                },
-            )?;
-            eprint!("{summary}");
-            Ok(())
+            let opts = ReplayOptions {
+                images,
+                labels,
+                wait_clients,
+            };
+            commands::replay(&config, opts).map(drop)
         }
-        Command::Check { config } => commands::check(&config).map(|report| println!("{report}")),
+        Command::Check { config, mode } => {
+            commands::check(&config, mode).map(|report| println!("{report}"))
+        }
         Command::Enroll {
             config,
             images,

@@ -98,6 +98,12 @@ impl Notifier {
     }
 }
 
+/// Whether the service manager passed this process a socket (socket activation), without
+/// taking it: what `check` needs to know to validate a config as `run` will use it.
+pub fn socket_passed() -> bool {
+    sd_notify::listen_fds().is_ok_and(|fds| fds.len() > 0)
+}
+
 /// The listening socket passed by socket activation, if any. Takes it at most once per
 /// process; later calls return `None`.
 pub fn activated_listener() -> Result<Option<UnixListener>, ServiceError> {

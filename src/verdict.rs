@@ -17,6 +17,8 @@ pub struct Verdict {
     pub source: Arc<str>,
     /// The frame's id within its source.
     pub frame: String,
+    /// The part the frame was triggered for (trigger mode), as the trigger named it.
+    pub part: Option<String>,
     pub captured_at: SystemTime,
     /// When the frame was taken; latency is measured from here to emission.
     pub taken: Instant,
@@ -42,20 +44,43 @@ pub enum Outcome {
     Error { reason: String },
 }
 
+/// What a verdict says, without its figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VerdictKind {
+    Pass,
+    Fail,
+    Error,
+}
+
+impl VerdictKind {
+    /// `pass`, `fail` or `error`: the wire's `verdict` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::Error => "error",
+        }
+    }
+}
+
 impl Outcome {
-    /// `pass`, `fail` or `error`.
-    pub fn label(&self) -> &'static str {
+    pub fn kind(&self) -> VerdictKind {
         match self {
             Outcome::Inspected {
                 decision: Decision::Pass,
                 ..
-            } => "pass",
+            } => VerdictKind::Pass,
             Outcome::Inspected {
                 decision: Decision::Fail,
                 ..
-            } => "fail",
-            Outcome::Error { .. } => "error",
+            } => VerdictKind::Fail,
+            Outcome::Error { .. } => VerdictKind::Error,
         }
+    }
+
+    /// `pass`, `fail` or `error`.
+    pub fn label(&self) -> &'static str {
+        self.kind().as_str()
     }
 }
 

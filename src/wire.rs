@@ -60,6 +60,9 @@ pub struct WireVerdict {
     pub seq: u64,
     pub source: String,
     pub frame: String,
+    /// The part the frame was triggered for (trigger mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
     /// RFC 3339, UTC, microseconds.
     pub captured_at: String,
     /// `pass`, `fail` or `error`.
@@ -114,6 +117,7 @@ pub fn to_wire(v: &Verdict, latency: Duration) -> WireVerdict {
         seq: v.seq,
         source: v.source.to_string(),
         frame: v.frame.clone(),
+        part: v.part.clone(),
         captured_at: rfc3339_micros(v.captured_at),
         verdict: v.label().to_string(),
         score,
@@ -178,6 +182,7 @@ mod tests {
             seq: 7,
             source: Arc::from("replay"),
             frame: "cell0001.png".into(),
+            part: None,
             captured_at: UNIX_EPOCH + Duration::from_micros(1_790_000_000_123_456),
             taken: Instant::now(),
             outcome,

@@ -16,9 +16,11 @@ use image::DynamicImage;
 use inspectord::config::ScoringConfig;
 use inspectord::encoder::Model;
 use inspectord::inspect::{Inspector, Scorer};
-use inspectord::pipeline::{self, Input, Pipeline};
+use inspectord::pipeline::{self, Input, Pipeline, Signals, Triggering, WaitClients};
 use inspectord::preprocess::{Preprocessor, decode};
 use inspectord::references::ReferenceSet;
+use inspectord::sink::Sink;
+use inspectord::sink::socket::SocketSink;
 use inspectord::socket::{self, SocketServer, SocketSettings};
 use inspectord::source::camera::{
     CameraBackend, CaptureDevice, CaptureError, CapturedFrame, Supervision,
@@ -123,26 +125,34 @@ fn a_read_that_blocks_forever_is_detected_and_the_camera_recovers() {
         every_nth: 1,
         roi: None,
     };
+    let (server, broadcaster) = socket;
+    let wait_clients = WaitClients {
+        count: 1,
+        connected: broadcaster.connected_counter(),
+    };
+    let model_sha256: Arc<str> = Arc::from(model.sha256.as_str());
+    let sinks: Vec<Box<dyn Sink>> =
+        vec![Box::new(SocketSink::new(broadcaster, model_sha256.clone()))];
+    let (_control_tx, control) = pipeline::control_channel();
     let p = Pipeline {
         source: Input::Camera {
             backend: camera.clone(),
             supervision,
         },
+        triggering: Triggering::FreeRun,
+        control,
         inspectors,
         scorer: pipeline::shared_scorer(scorer),
-        model_sha256: Arc::from(model.sha256.as_str()),
+        model_sha256,
         queue_depth: 4,
-        stdout: false,
-        socket: Some(socket),
-        wait_clients: 1,
-        labels: None,
+        sinks,
+        socket: Some(server),
+        wait_clients: Some(wait_clients),
         stop: stop.clone(),
-        handle_signals: false,
-        failures: None,
+        signals: Signals::Ignore,
         notifier: None,
         // A camera that stalls is lost, not a wedged pipeline: the stall clock never runs.
         stall_timeout: Duration::from_millis(200),
-        reload: None,
     };
     let daemon = std::thread::spawn(move || pipeline::run(p));
 

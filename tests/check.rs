@@ -207,3 +207,62 @@ fn a_missing_camera_is_a_warning_not_an_error() {
         "{report}"
     );
 }
+
+/// Mistakes that only `run` used to find (after `check`, the unit's `ExecStartPre=`, had passed)
+/// now fail `check` too: the same validation runs in both.
+#[test]
+fn what_run_would_refuse_check_refuses() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let check = |config: &TestConfig, name: &str, mode: Option<&str>| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, config.to_toml()).unwrap();
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"check", &"--config", &path];
+        let mode_args;
+        if let Some(m) = mode {
+            mode_args = ["--mode", m];
+            args.extend(mode_args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
+        }
+        common::run(inspectord(tmp.path(), &args), LIMIT)
+    };
+
+    // `run` serves verdicts on the socket only: without output.socket it cannot start.
+    let no_socket = TestConfig::new(&art, common::images_dir());
+    let out = check(&no_socket, "no-socket.toml", None);
+    out.assert_failure();
+    assert!(
+        out.stderr
+            .contains("`run` sends verdicts to the socket only"),
+        "{}",
+        out.stderr
+    );
+    // ...which `replay` does not need.
+    check(&no_socket, "no-socket.toml", Some("replay")).assert_success();
+    let run = common::run(
+        inspectord(
+            tmp.path(),
+            &[&"run", &"--config", &tmp.path().join("no-socket.toml")],
+        ),
+        LIMIT,
+    );
+    run.assert_failure();
+    assert!(
+        run.stderr
+            .contains("`run` sends verdicts to the socket only")
+    );
+
+    // A replay directory without images: `check` used to load only model and references.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let mut no_images = TestConfig::new(&art, &empty);
+    no_images.socket = Some(tmp.path().join("v.sock"));
+    for mode in [None, Some("replay")] {
+        let out = check(&no_images, "no-images.toml", mode);
+        out.assert_failure();
+        assert!(out.stderr.contains("holds no images"), "{}", out.stderr);
+    }
+    assert!(
+        !tmp.path().join("v.sock").exists(),
+        "check must not bind the socket"
+    );
+}

@@ -547,8 +547,10 @@ fn check_stderr(config: &Path, cwd: &Path, journal_stream: impl Fn(u64, u64) -> 
     use std::os::unix::fs::MetadataExt;
     let (mut reader, writer) = std::io::pipe().unwrap();
     let meta = std::fs::metadata(format!("/proc/self/fd/{}", writer.as_raw_fd())).unwrap();
-    let mut cmd = common::command(cwd, [OsStr::new("check"), OsStr::new("--config")]);
-    cmd.arg(config)
+    // Validated for `replay`: the config has no socket, which `run` would need.
+    let mut cmd = common::command(cwd, [OsStr::new("check"), OsStr::new("--mode")]);
+    cmd.args([OsStr::new("replay"), OsStr::new("--config")])
+        .arg(config)
         .env("JOURNAL_STREAM", journal_stream(meta.dev(), meta.ino()))
         .env("INSPECTORD_LOG", "debug,ort=warn")
         .stderr(writer)
@@ -600,8 +602,8 @@ fn logs_go_to_the_journal_with_priorities_and_fields() {
     }
     let tmp = common::temp_dir();
     let art = Artifacts::snapshot(tmp.path());
-    let config = TestConfig::new(&art, art.model.parent().unwrap())
-        .write(&tmp.path().join("inspectord.toml"));
+    let config =
+        TestConfig::new(&art, common::images_dir()).write(&tmp.path().join("inspectord.toml"));
 
     // 1. No journal socket: each stderr line carries an sd-daemon(3) `<N>` priority prefix.
     let err = check_stderr(&config, tmp.path(), |dev, ino| format!("{dev}:{ino}"));

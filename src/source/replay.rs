@@ -127,6 +127,7 @@ impl FrameSource for ReplaySource {
             .map_err(|e| format!("cannot read {}: {e}", path.display()));
         SourceEvent::Frame(SourceFrame {
             id,
+            part: None,
             captured_at: SystemTime::now(),
             taken: Instant::now(),
             payload,
