@@ -453,8 +453,9 @@ pub fn enroll(
 }
 
 /// `record`: saves `count` frames from the configured camera as `frame-000001.png`, … in `out`,
-/// after the software region of interest. Each read is bounded by the device's own timeout; the
-/// first frame may also take the open timeout.
+/// after the software region of interest. The first frame may take the open timeout. A read is
+/// bounded only by the back end: Aravis returns within the frame timeout, but a UVC read blocks as
+/// long as its driver does (`record` has no watchdog: interrupt it).
 pub fn record(config_path: &Path, out: &Path, count: usize) -> Result<String> {
     let config = Config::load(config_path)?;
     let SourceConfig::Camera(camera) = &config.source else {

@@ -96,6 +96,60 @@ impl fmt::Display for ContractError {
 
 impl std::error::Error for ContractError {}
 
+fn positive<T: std::str::FromStr + PartialOrd + Default>(
+    problems: &mut Vec<String>,
+    key: &str,
+    v: Option<String>,
+) -> Option<T> {
+    let v = v?;
+    match v.trim().parse::<T>() {
+        Ok(x) if x > T::default() => Some(x),
+        _ => {
+            problems.push(format!("key `{key}` must be a positive number, got {v:?}"));
+            None
+        }
+    }
+}
+fn floats(problems: &mut Vec<String>, key: &str, v: Option<String>) -> Option<Vec<f32>> {
+    let v = v?;
+    let parsed: Result<Vec<f32>, _> = v.split(',').map(|s| s.trim().parse::<f32>()).collect();
+    match parsed {
+        Ok(xs) if xs.iter().all(|x| x.is_finite()) => Some(xs),
+        _ => {
+            problems.push(format!(
+                "key `{key}` must be comma-separated finite numbers, got {v:?}"
+            ));
+            None
+        }
+    }
+}
+
+/// `std` > 0, and `mean`/`std` with one value or one per channel.
+fn check_normalisation(
+    problems: &mut Vec<String>,
+    channels: Option<u32>,
+    mean: Option<&[f32]>,
+    std: Option<&[f32]>,
+) {
+    if std.is_some_and(|s| s.iter().any(|x| *x <= 0.0)) {
+        problems.push("key `std` must be > 0 for every channel".to_string());
+    }
+    let Some(c) = channels else {
+        return;
+    };
+    for (key, v) in [("mean", mean), ("std", std)] {
+        if let Some(v) = v
+            && v.len() != 1
+            && v.len() != c as usize
+        {
+            problems.push(format!(
+                "key `{key}` has {} values for {c} channel(s)",
+                v.len()
+            ));
+        }
+    }
+}
+
 impl ModelContract {
     /// Reads the contract through `get`, which returns the value of one `metadata_props` key.
     pub fn from_metadata(get: impl Fn(&str) -> Option<String>) -> Result<Self, ContractError> {
@@ -120,35 +174,6 @@ impl ModelContract {
         let split_sha256 = get("split_sha256");
         let layout = get("layout");
 
-        fn positive<T: std::str::FromStr + PartialOrd + Default>(
-            problems: &mut Vec<String>,
-            key: &str,
-            v: Option<String>,
-        ) -> Option<T> {
-            let v = v?;
-            match v.trim().parse::<T>() {
-                Ok(x) if x > T::default() => Some(x),
-                _ => {
-                    problems.push(format!("key `{key}` must be a positive number, got {v:?}"));
-                    None
-                }
-            }
-        }
-        fn floats(problems: &mut Vec<String>, key: &str, v: Option<String>) -> Option<Vec<f32>> {
-            let v = v?;
-            let parsed: Result<Vec<f32>, _> =
-                v.split(',').map(|s| s.trim().parse::<f32>()).collect();
-            match parsed {
-                Ok(xs) if xs.iter().all(|x| x.is_finite()) => Some(xs),
-                _ => {
-                    problems.push(format!(
-                        "key `{key}` must be comma-separated finite numbers, got {v:?}"
-                    ));
-                    None
-                }
-            }
-        }
-
         let width = positive::<u32>(&mut problems, "input_width", width);
         let height = positive::<u32>(&mut problems, "input_height", height);
         let channels = positive::<u32>(&mut problems, "channels", channels);
@@ -171,24 +196,7 @@ impl ModelContract {
         let pixel_scale = positive::<f32>(&mut problems, "pixel_scale", pixel_scale);
         let mean = floats(&mut problems, "mean", mean);
         let std = floats(&mut problems, "std", std);
-        if let Some(s) = &std
-            && s.iter().any(|x| *x <= 0.0)
-        {
-            problems.push("key `std` must be > 0 for every channel".to_string());
-        }
-        if let Some(c) = channels {
-            for (key, v) in [("mean", &mean), ("std", &std)] {
-                if let Some(v) = v
-                    && v.len() != 1
-                    && v.len() != c as usize
-                {
-                    problems.push(format!(
-                        "key `{key}` has {} values for {c} channel(s)",
-                        v.len()
-                    ));
-                }
-            }
-        }
+        check_normalisation(&mut problems, channels, mean.as_deref(), std.as_deref());
         if let Some(l) = layout
             && l.trim() != "NCHW"
         {

@@ -81,10 +81,6 @@ impl Preprocessor {
         }
     }
 
-    pub fn contract(&self) -> &ModelContract {
-        &self.contract
-    }
-
     /// Writes the NCHW tensor of `image` into `out` (resized to C·H·W values).
     pub fn tensor(
         &mut self,

@@ -133,131 +133,10 @@ impl ReferenceSet {
         };
         let (_, header) =
             SafeTensors::read_metadata(bytes).map_err(|e| format_err(e.to_string()))?;
-        let tensors = SafeTensors::deserialize(bytes).map_err(|e| format_err(e.to_string()))?;
-        let view = tensors
-            .tensor(TENSOR)
-            .map_err(|_| format_err(format!("no tensor named `{TENSOR}`")))?;
-        if view.dtype() != Dtype::F32 {
-            return Err(format_err(format!(
-                "tensor `{TENSOR}` is {:?}, expected F32",
-                view.dtype()
-            )));
-        }
-        let &[count, dim] = view.shape() else {
-            return Err(format_err(format!(
-                "tensor `{TENSOR}` has shape {:?}, expected [count, dim]",
-                view.shape()
-            )));
-        };
-        if count == 0 || dim == 0 {
-            return Err(format_err(format!(
-                "tensor `{TENSOR}` is empty ({count}x{dim})"
-            )));
-        }
-        let data: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(format_err(format!(
-                "embedding {} holds a non-finite value",
-                i / dim
-            )));
-        }
-
+        let (count, dim, data) = embeddings_of(bytes, format_err)?;
         let empty = HashMap::new();
         let md = header.metadata().as_ref().unwrap_or(&empty);
-        let meta_err = |key: &'static str, problem: String| ReferenceError::Metadata {
-            path: path.into(),
-            key,
-            problem,
-        };
-        let get = |key: &'static str| {
-            md.get(key)
-                .map(String::as_str)
-                .ok_or_else(|| meta_err(key, "is missing".into()))
-        };
-        fn parse<T: std::str::FromStr>(
-            key: &'static str,
-            v: &str,
-            err: impl Fn(&'static str, String) -> ReferenceError,
-        ) -> Result<T, ReferenceError> {
-            v.trim()
-                .parse::<T>()
-                .map_err(|_| err(key, format!("is not valid: {v:?}")))
-        }
-
-        let format = get("format")?;
-        if format != FORMAT {
-            return Err(meta_err(
-                "format",
-                format!("is {format:?}, expected {FORMAT:?}"),
-            ));
-        }
-        let version = get("format_version")?;
-        if version != FORMAT_VERSION {
-            return Err(meta_err(
-                "format_version",
-                format!("is {version:?}, this daemon reads {FORMAT_VERSION:?}"),
-            ));
-        }
-        let declared_dim: usize = parse("embedding_dim", get("embedding_dim")?, meta_err)?;
-        if declared_dim != dim {
-            return Err(meta_err(
-                "embedding_dim",
-                format!("says {declared_dim}, the tensor has {dim}"),
-            ));
-        }
-        let declared_count: usize = parse("count", get("count")?, meta_err)?;
-        if declared_count != count {
-            return Err(meta_err(
-                "count",
-                format!("says {declared_count}, the tensor has {count}"),
-            ));
-        }
-        let threshold: f64 = parse("threshold", get("threshold")?, meta_err)?;
-        if !threshold.is_finite() {
-            return Err(meta_err("threshold", "is not finite".into()));
-        }
-        let kind = match md.get("score") {
-            None => ScoreKind::Eta,
-            Some(s) => ScoreKind::parse(s)
-                .ok_or_else(|| meta_err("score", format!("must be eta or gamma, got {s:?}")))?,
-        };
-        let k: usize = md
-            .get("k")
-            .map(|v| parse("k", v, meta_err))
-            .transpose()?
-            .unwrap_or(1);
-        let eta_p: f64 = md
-            .get("eta_p")
-            .map(|v| parse("eta_p", v, meta_err))
-            .transpose()?
-            .unwrap_or(Orders::DEFAULT.eta_p);
-        let gamma_p: f64 = md
-            .get("gamma_p")
-            .map(|v| parse("gamma_p", v, meta_err))
-            .transpose()?
-            .unwrap_or(Orders::DEFAULT.gamma_p);
-        if k == 0 || eta_p < 1.0 || gamma_p < 1.0 {
-            return Err(meta_err(
-                "k",
-                format!("k/eta_p/gamma_p out of range ({k}, {eta_p}, {gamma_p})"),
-            ));
-        }
-        let text = |key: &str| md.get(key).cloned().unwrap_or_default();
-        let meta = ReferenceMeta {
-            model_sha256: get("model_sha256")?.to_string(),
-            threshold,
-            kind,
-            k,
-            orders: Orders { eta_p, gamma_p },
-            threshold_method: text("threshold_method"),
-            created_by: text("created_by"),
-            created_at: text("created_at"),
-            source: text("source"),
-        };
+        let meta = meta_of(path, md, count, dim)?;
         Ok(ReferenceSet {
             path: path.into(),
             id: sha256_hex(bytes)[..16].to_string(),
@@ -285,6 +164,146 @@ impl ReferenceSet {
         std::fs::rename(&tmp, path).map_err(write_err)?;
         Ok(bytes)
     }
+}
+
+/// The embeddings tensor: (count, dim, values), all finite.
+fn embeddings_of(
+    bytes: &[u8],
+    format_err: impl Fn(String) -> ReferenceError,
+) -> Result<(usize, usize, Vec<f32>), ReferenceError> {
+    let tensors = SafeTensors::deserialize(bytes).map_err(|e| format_err(e.to_string()))?;
+    let view = tensors
+        .tensor(TENSOR)
+        .map_err(|_| format_err(format!("no tensor named `{TENSOR}`")))?;
+    if view.dtype() != Dtype::F32 {
+        return Err(format_err(format!(
+            "tensor `{TENSOR}` is {:?}, expected F32",
+            view.dtype()
+        )));
+    }
+    let &[count, dim] = view.shape() else {
+        return Err(format_err(format!(
+            "tensor `{TENSOR}` has shape {:?}, expected [count, dim]",
+            view.shape()
+        )));
+    };
+    if count == 0 || dim == 0 {
+        return Err(format_err(format!(
+            "tensor `{TENSOR}` is empty ({count}x{dim})"
+        )));
+    }
+    let data: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(format_err(format!(
+            "embedding {} holds a non-finite value",
+            i / dim
+        )));
+    }
+    Ok((count, dim, data))
+}
+
+/// The string metadata, checked against the tensor's shape.
+fn meta_of(
+    path: &Path,
+    md: &HashMap<String, String>,
+    count: usize,
+    dim: usize,
+) -> Result<ReferenceMeta, ReferenceError> {
+    let meta_err = |key: &'static str, problem: String| ReferenceError::Metadata {
+        path: path.into(),
+        key,
+        problem,
+    };
+    let get = |key: &'static str| {
+        md.get(key)
+            .map(String::as_str)
+            .ok_or_else(|| meta_err(key, "is missing".into()))
+    };
+    fn parse<T: std::str::FromStr>(
+        key: &'static str,
+        v: &str,
+        err: impl Fn(&'static str, String) -> ReferenceError,
+    ) -> Result<T, ReferenceError> {
+        v.trim()
+            .parse::<T>()
+            .map_err(|_| err(key, format!("is not valid: {v:?}")))
+    }
+
+    let format = get("format")?;
+    if format != FORMAT {
+        return Err(meta_err(
+            "format",
+            format!("is {format:?}, expected {FORMAT:?}"),
+        ));
+    }
+    let version = get("format_version")?;
+    if version != FORMAT_VERSION {
+        return Err(meta_err(
+            "format_version",
+            format!("is {version:?}, this daemon reads {FORMAT_VERSION:?}"),
+        ));
+    }
+    let declared_dim: usize = parse("embedding_dim", get("embedding_dim")?, meta_err)?;
+    if declared_dim != dim {
+        return Err(meta_err(
+            "embedding_dim",
+            format!("says {declared_dim}, the tensor has {dim}"),
+        ));
+    }
+    let declared_count: usize = parse("count", get("count")?, meta_err)?;
+    if declared_count != count {
+        return Err(meta_err(
+            "count",
+            format!("says {declared_count}, the tensor has {count}"),
+        ));
+    }
+    let threshold: f64 = parse("threshold", get("threshold")?, meta_err)?;
+    if !threshold.is_finite() {
+        return Err(meta_err("threshold", "is not finite".into()));
+    }
+    let kind = match md.get("score") {
+        None => ScoreKind::Eta,
+        Some(s) => ScoreKind::parse(s)
+            .ok_or_else(|| meta_err("score", format!("must be eta or gamma, got {s:?}")))?,
+    };
+    let k: usize = md
+        .get("k")
+        .map(|v| parse("k", v, meta_err))
+        .transpose()?
+        .unwrap_or(1);
+    let eta_p: f64 = md
+        .get("eta_p")
+        .map(|v| parse("eta_p", v, meta_err))
+        .transpose()?
+        .unwrap_or(Orders::DEFAULT.eta_p);
+    let gamma_p: f64 = md
+        .get("gamma_p")
+        .map(|v| parse("gamma_p", v, meta_err))
+        .transpose()?
+        .unwrap_or(Orders::DEFAULT.gamma_p);
+    if k == 0 || eta_p < 1.0 || gamma_p < 1.0 {
+        return Err(meta_err(
+            "k",
+            format!("k/eta_p/gamma_p out of range ({k}, {eta_p}, {gamma_p})"),
+        ));
+    }
+    let text = |key: &str| md.get(key).cloned().unwrap_or_default();
+    let meta = ReferenceMeta {
+        model_sha256: get("model_sha256")?.to_string(),
+        threshold,
+        kind,
+        k,
+        orders: Orders { eta_p, gamma_p },
+        threshold_method: text("threshold_method"),
+        created_by: text("created_by"),
+        created_at: text("created_at"),
+        source: text("source"),
+    };
+    Ok(meta)
 }
 
 fn serialize(embeddings: &Embeddings, meta: &ReferenceMeta) -> Result<Vec<u8>, String> {

@@ -118,11 +118,6 @@ impl Broadcaster {
         }
     }
 
-    /// Clients connected right now.
-    pub fn connected(&self) -> usize {
-        self.connected.load(Ordering::SeqCst)
-    }
-
     /// A counter of connected clients that outlives the broadcaster.
     pub fn connected_counter(&self) -> Arc<AtomicUsize> {
         self.connected.clone()

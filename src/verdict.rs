@@ -100,8 +100,8 @@ pub struct StatusEvent {
     pub at: SystemTime,
     /// Why (for `camera_lost`, `reload_refused`).
     pub reason: Option<String>,
-    /// The `seq` of the last frame taken (camera events) or emitted (reload events) before the
-    /// event (0 if none yet).
+    /// The `seq` of the last frame taken before the event (0 if none yet); for a reload, the
+    /// last frame scored with the previous reference set.
     pub after_seq: u64,
     /// The reference set in force after the event (reload events).
     pub reference_set: Option<Arc<str>>,

@@ -110,18 +110,7 @@ fn no_unwrap_or_expect_outside_tests() {
 }
 
 /// Functions allowed to be longer than [`MAX_FN_LINES`], with the reason.
-const LONG_FN_EXCEPTIONS: &[(&str, &str, &str)] = &[
-    (
-        "src/contract.rs",
-        "from_metadata",
-        "one pass over the contract's metadata keys in file order, each checked and every problem collected; split, the key list would be scattered over several functions",
-    ),
-    (
-        "src/references.rs",
-        "parse",
-        "one pass over the safetensors header and its metadata keys, every problem collected; same reason as from_metadata",
-    ),
-];
+const LONG_FN_EXCEPTIONS: &[(&str, &str, &str)] = &[];
 
 /// About a screen: a function longer than this does several things.
 const MAX_FN_LINES: usize = 120;

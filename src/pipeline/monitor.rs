@@ -283,7 +283,7 @@ impl Monitor<'_> {
         if !seen.stopping && (self.stop.is_raised() || source_ended) {
             seen.stopping = true;
             if let Some(n) = self.notifier {
-                n.stopping(&self.status(&seen));
+                n.stopping(&self.status(seen));
             }
         }
     }
@@ -296,7 +296,7 @@ impl Monitor<'_> {
         }
         seen.last = (now, frames);
         if let Some(n) = self.notifier {
-            n.status(&self.status(&seen));
+            n.status(&self.status(seen));
         }
     }
 }
