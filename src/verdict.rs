@@ -42,20 +42,43 @@ pub enum Outcome {
     Error { reason: String },
 }
 
+/// What a verdict says, without its details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VerdictKind {
+    Pass,
+    Fail,
+    Error,
+}
+
+impl VerdictKind {
+    /// `pass`, `fail` or `error` (the wire's and the config's spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::Error => "error",
+        }
+    }
+}
+
 impl Outcome {
-    /// `pass`, `fail` or `error`.
-    pub fn label(&self) -> &'static str {
+    pub fn kind(&self) -> VerdictKind {
         match self {
             Outcome::Inspected {
                 decision: Decision::Pass,
                 ..
-            } => "pass",
+            } => VerdictKind::Pass,
             Outcome::Inspected {
                 decision: Decision::Fail,
                 ..
-            } => "fail",
-            Outcome::Error { .. } => "error",
+            } => VerdictKind::Fail,
+            Outcome::Error { .. } => VerdictKind::Error,
         }
+    }
+
+    /// `pass`, `fail` or `error`.
+    pub fn label(&self) -> &'static str {
+        self.kind().as_str()
     }
 }
 
