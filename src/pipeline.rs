@@ -48,7 +48,7 @@ use crate::source::camera::{
 };
 use crate::source::{FrameSource, Payload, SourceEvent, SourceFrame};
 use crate::stop::StopSignal;
-use crate::verdict::{Outcome, StatusEvent, StatusKind, Verdict};
+use crate::verdict::{Outcome, StatusEvent, StatusKind, Verdict, VerdictKind};
 use crate::wire;
 
 /// The scorer in force, shared by the source (which hands a snapshot to each frame it takes)
@@ -146,7 +146,7 @@ pub struct Pipeline {
     /// Install SIGINT/SIGTERM handlers that raise `stop`.
     pub handle_signals: bool,
     /// Save the frames of these verdicts (`fail`, `error`) here.
-    pub failures: Option<(FailureLog, Vec<String>)>,
+    pub failures: Option<(FailureLog, Vec<VerdictKind>)>,
     /// The service manager to notify (readiness, status, watchdog), when run under one.
     pub notifier: Option<Notifier>,
     /// A stage busy this long on one frame is wedged: `WATCHDOG=1` stops.
@@ -352,7 +352,7 @@ pub fn run(p: Pipeline) -> Result<Summary, PipelineError> {
                     });
                     let label = outcome.label();
                     if let (Some((tx, wanted)), Ok(payload)) = (&failure_tx, frame.payload)
-                        && wanted.iter().any(|w| w == label)
+                        && wanted.contains(&outcome.kind())
                     {
                         let image = FailureImage {
                             seq,
@@ -969,7 +969,7 @@ fn supervise_camera(
                                     return seq;
                                 }
                             }
-                            Ok(Err(e)) => break e.to_string(),
+                            Ok(Err(e)) => break e.describe(),
                             Err(_) => break "the capture thread ended".to_string(),
                         },
                         recv(stop.receiver()) -> _ => return seq,
