@@ -26,7 +26,6 @@ use crate::sink::summary::SummarySink;
 use crate::soart3::Orders;
 use crate::socket::{self, SocketServer, SocketSettings};
 use crate::source::Payload;
-use crate::source::camera::Supervision;
 use crate::source::replay::{self, ReplaySource};
 use crate::stop::StopSignal;
 use crate::wire;
@@ -38,8 +37,17 @@ struct Loaded {
     model: Model,
 }
 
-fn load_model(config_path: &Path) -> Result<Loaded> {
+/// Reads and validates the config; logs its warnings.
+fn load_config(config_path: &Path) -> Result<Config> {
     let config = Config::load(config_path)?;
+    for w in &config.warnings {
+        tracing::warn!(key = %w.key, line = w.line, "config: {}", w.message);
+    }
+    Ok(config)
+}
+
+fn load_model(config_path: &Path) -> Result<Loaded> {
+    let config = load_config(config_path)?;
     let runtime = onnxruntime::init(config.runtime.onnxruntime.as_deref())?;
     let model = Model::load(runtime, &config.model.path)?;
     tracing::info!(
@@ -99,19 +107,13 @@ fn inspectors(l: &Loaded, n: usize) -> Result<Vec<Inspector>> {
 }
 
 fn source(config: &SourceConfig) -> Result<Input> {
-    match config {
-        SourceConfig::Replay(r) => Ok(Input::Frames(Box::new(ReplaySource::new(r)?))),
-        SourceConfig::Camera(c) => Ok(Input::Camera {
-            backend: crate::source::camera_backend(c)?,
-            supervision: Supervision {
-                frame_timeout: c.frame_timeout,
-                open_timeout: c.open_timeout,
-                backoff_initial: c.backoff_initial,
-                backoff_max: c.backoff_max,
-                every_nth: c.every_nth,
-                roi: c.roi,
-            },
+    match (config, crate::source::camera_backend(config)) {
+        (SourceConfig::Replay(r), _) => Ok(Input::Frames(Box::new(ReplaySource::new(r)?))),
+        (_, Some((backend, supervision))) => Ok(Input::Camera {
+            backend,
+            supervision,
         }),
+        (_, None) => bail!("no camera back end for {config:?}"),
     }
 }
 
@@ -199,7 +201,9 @@ fn prepare(config_path: &Path, mode: Mode, images: Option<PathBuf>) -> Result<Pr
                 path: images,
                 ..r.clone()
             }),
-            _ => SourceConfig::Replay(ReplayConfig::of(images)),
+            SourceConfig::Uvc(_) | SourceConfig::Genicam(_) => {
+                SourceConfig::Replay(ReplayConfig::of(images))
+            }
         };
     }
     if mode == Mode::Run && loaded.config.output.socket.is_none() && !service::socket_passed() {
@@ -213,13 +217,7 @@ fn prepare(config_path: &Path, mode: Mode, images: Option<PathBuf>) -> Result<Pr
     let failures = match &loaded.config.failures {
         Some(f) => Some(FailureImageSink::new(
             FailureLog::open(&f.dir, f.quota_bytes)?,
-            f.verdicts
-                .iter()
-                .map(|v| match v.as_str() {
-                    "fail" => crate::verdict::VerdictKind::Fail,
-                    _ => crate::verdict::VerdictKind::Error,
-                })
-                .collect(),
+            f.verdicts.clone(),
         )),
         None => None,
     };
@@ -352,13 +350,17 @@ pub fn check(config_path: &Path, mode: Mode) -> Result<String> {
         s.orders.gamma_p,
         s.threshold,
     );
+    for w in &l.config.warnings {
+        report += &format!("\n  warning: {w}");
+    }
     // A missing camera is a warning, not an error: `run` starts anyway and keeps retrying.
-    if let SourceConfig::Camera(cam) = &l.config.source {
-        match crate::source::camera_backend(cam).and_then(|b| b.open()) {
+    if let Some((backend, _)) = crate::source::camera_backend(&l.config.source) {
+        match backend.open() {
             Ok(device) => report += &format!("\n  camera: ok ({})", device.granted()),
             Err(e) => {
                 report += &format!(
-                    "\n  warning: camera not available: {e}\n    `run` starts anyway, reports camera_lost on the socket and keeps retrying"
+                    "\n  warning: camera not available: {}\n    `run` starts anyway, reports camera_lost on the socket and keeps retrying",
+                    crate::error::chain(&e)
                 )
             }
         }
@@ -376,7 +378,7 @@ pub fn enroll(
     let l = load_model(config_path)?;
     let extensions = match &l.config.source {
         SourceConfig::Replay(r) => r.extensions.clone(),
-        SourceConfig::Camera(_) => default_extensions(),
+        SourceConfig::Uvc(_) | SourceConfig::Genicam(_) => default_extensions(),
     };
     let files = replay::list_images(images, &extensions)?;
     if files.len() < 2 {
@@ -453,19 +455,18 @@ pub fn enroll(
 }
 
 /// `record`: saves `count` frames from the configured camera as `frame-000001.png`, … in `out`,
-/// after the software region of interest. The first frame may take the open timeout. A read is
-/// bounded only by the back end: Aravis returns within the frame timeout, but a UVC read blocks as
-/// long as its driver does (`record` has no watchdog: interrupt it).
+/// after the software region of interest. A GenICam read is bounded by the frame timeout (the
+/// first frame may also take the open timeout); a UVC read waits in the driver, and may hang if
+/// the camera stalls.
 pub fn record(config_path: &Path, out: &Path, count: usize) -> Result<String> {
-    let config = Config::load(config_path)?;
-    let SourceConfig::Camera(camera) = &config.source else {
+    let config = load_config(config_path)?;
+    let Some((backend, camera)) = crate::source::camera_backend(&config.source) else {
         bail!(
-            "`record` needs a camera source ([source] kind = \"camera\" or \"genicam\") in {}",
+            "`record` needs a camera source ([source] kind = \"uvc\" or \"genicam\") in {}",
             config_path.display()
         );
     };
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let backend = crate::source::camera_backend(camera)?;
     let mut device = backend
         .open()
         .with_context(|| format!("cannot open the {} camera", backend.name()))?;
@@ -480,7 +481,12 @@ pub fn record(config_path: &Path, out: &Path, count: usize) -> Result<String> {
             {
                 continue;
             }
-            Err(e) => bail!("after {} of {count} frames: {e}", saved.len()),
+            Err(e) => {
+                let done = saved.len();
+                return Err(
+                    anyhow::Error::new(e).context(format!("after {done} of {count} frames"))
+                );
+            }
         };
         let image = match &camera.roi {
             Some(roi) => crate::source::camera::crop_roi(frame.image, roi)?,
@@ -505,14 +511,14 @@ pub fn record(config_path: &Path, out: &Path, count: usize) -> Result<String> {
 /// end could list at all.
 pub fn devices() -> Result<String> {
     use crate::source::{genicam, uvc};
-    let mut out = String::from("UVC cameras ([source] kind = \"camera\"):\n");
+    let mut out = String::from("UVC cameras ([source] kind = \"uvc\"):\n");
     let uvc = uvc::list_devices();
     match &uvc {
         Ok(found) if found.is_empty() => out.push_str("  no UVC cameras found\n"),
         Ok(found) => found
             .iter()
             .for_each(|d| out.push_str(&format!("  {}\n", d.to_string().replace('\n', "\n  ")))),
-        Err(e) => out.push_str(&format!("  cannot list UVC cameras: {e}\n")),
+        Err(e) => out.push_str(&format!("  {}\n", crate::error::chain(&e))),
     }
     out.push_str("GenICam cameras ([source] kind = \"genicam\"):\n");
     let genicam = genicam::list_devices();
@@ -524,10 +530,17 @@ pub fn devices() -> Result<String> {
                 d.vendor, d.model, d.protocol, d.id, d.physical_id, d.address
             ))
         }),
-        Err(e) => out.push_str(&format!("  cannot list GenICam cameras: {e}\n")),
+        Err(e) => out.push_str(&format!(
+            "  cannot list GenICam cameras: {}\n",
+            crate::error::chain(&e)
+        )),
     }
     if let (Err(u), Err(g)) = (uvc, genicam) {
-        bail!("no camera back end could list its cameras (UVC: {u}; GenICam: {g})");
+        bail!(
+            "no camera back end could list its cameras (UVC: {}; GenICam: {})",
+            crate::error::chain(&u),
+            crate::error::chain(&g)
+        );
     }
     Ok(out.trim_end().to_string())
 }

@@ -3,7 +3,7 @@
 //! lines.
 
 /// `error: cause: cause…`.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

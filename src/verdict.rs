@@ -44,7 +44,7 @@ pub enum Outcome {
     Error { reason: String },
 }
 
-/// What a verdict says, without its figures.
+/// What a verdict says, without its details.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VerdictKind {
     Pass,
@@ -53,7 +53,7 @@ pub enum VerdictKind {
 }
 
 impl VerdictKind {
-    /// `pass`, `fail` or `error`: the wire's `verdict` field.
+    /// `pass`, `fail` or `error` (the wire's and the config's spelling).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pass => "pass",

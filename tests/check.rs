@@ -266,3 +266,36 @@ fn what_run_would_refuse_check_refuses() {
         "check must not bind the socket"
     );
 }
+
+#[test]
+fn the_deprecated_camera_kind_is_accepted_with_a_warning() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let toml = format!(
+        "[source]\nkind = \"camera\"\ndevice = \"/dev/video987\"\n\n[model]\npath = {}\n\n[references]\npath = {}\n\n[output]\nsocket = {}\n",
+        common::toml_str(art.model.to_str().unwrap()),
+        common::toml_str(art.references.to_str().unwrap()),
+        common::toml_str(tmp.path().join("v.sock").to_str().unwrap()),
+    );
+    let path = tmp.path().join("camera.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let out = common::run(
+        inspectord(tmp.path(), &[&"check", &"--config", &path]),
+        LIMIT,
+    );
+    out.assert_success();
+    let report = out.stdout.join("\n");
+    let line = line_of(&toml, "kind = \"camera\"");
+    assert!(
+        report.contains(&format!("warning: source.kind (line {line}): ")),
+        "{report}"
+    );
+    assert!(report.contains("kind = \"uvc\""), "{report}");
+    // The camera itself is absent here: that is the other warning.
+    assert!(report.contains("warning: camera not available"), "{report}");
+    let err = common::strip_ansi(&out.stderr);
+    assert!(
+        err.contains("source.kind") && err.contains("deprecated"),
+        "the warning is also logged:\n{err}"
+    );
+}

@@ -90,7 +90,7 @@ impl CameraStage<'_> {
                 break;
             }
             let ended = match self.open(attempt) {
-                Err(e) => Ended::Lost(e.to_string()),
+                Err(e) => Ended::Lost(crate::error::chain(&e)),
                 Ok(mut capture) => self.stream(
                     &mut capture,
                     &mut seq,
@@ -174,7 +174,7 @@ impl CameraStage<'_> {
                             return Ended::Stop;
                         }
                     }
-                    Ok(Err(e)) => return Ended::Lost(e.to_string()),
+                    Ok(Err(e)) => return Ended::Lost(crate::error::chain(&e)),
                     Err(_) => return Ended::Lost("the capture thread ended".into()),
                 },
                 recv(control) -> msg => match msg {
@@ -184,7 +184,7 @@ impl CameraStage<'_> {
                 recv(src.stop.receiver()) -> _ => return Ended::Stop,
                 default(timeout) => {
                     if armed {
-                        return Ended::Lost(CaptureError::Timeout(wait).to_string());
+                        return Ended::Lost(crate::error::chain(&CaptureError::Timeout(wait)));
                     }
                 }
             }
@@ -222,7 +222,9 @@ impl CameraStage<'_> {
             part,
             captured_at: SystemTime::now(),
             taken: Instant::now(),
-            payload: payload.map(Payload::Decoded).map_err(|e| e.to_string()),
+            payload: payload
+                .map(Payload::Decoded)
+                .map_err(|e| crate::error::chain(&e)),
         };
         self.source
             .jobs

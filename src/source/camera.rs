@@ -12,21 +12,44 @@ use std::time::Duration;
 
 use image::DynamicImage;
 
-use crate::config::Roi;
+use super::genicam::GenicamError;
+use super::uvc::UvcError;
+use crate::config::{CameraConfig, Roi};
 
-/// Why a camera could not be opened or read.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// Why a camera could not be opened or read. Causes are kept as [`std::error::Error::source`];
+/// [`CaptureError::describe`] joins them into one line.
+#[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
+    /// Nothing matches the configured device (no cause: the back end found no such camera).
     #[error("camera not found: {0}")]
     NotFound(String),
-    #[error("cannot open camera: {0}")]
-    Open(String),
-    #[error("camera read failed: {0}")]
-    Read(String),
+    /// A UVC / V4L2 camera failed (which device, what operation, and nokhwa's or the OS's error).
+    /// Boxed: nokhwa's errors are large, and this is the `Err` of every read.
+    #[error(transparent)]
+    Uvc(Box<UvcError>),
+    /// A GenICam camera failed (which device, what operation, and Aravis' error).
+    #[error(transparent)]
+    Genicam(#[from] GenicamError),
     #[error("no frame from the camera within {0:?}")]
     Timeout(Duration),
+    /// A frame whose buffer does not hold what its format and size say.
     #[error("cannot convert a {format} frame: {reason}")]
     Convert { format: String, reason: String },
+    /// A frame that arrived as a JPEG (MJPEG) and could not be decoded.
+    #[error("cannot decode an MJPEG frame")]
+    Decode(#[source] image::ImageError),
+    /// The configured software region of interest is not inside the frame.
+    #[error(
+        "region of interest {}x{} at ({}, {}) does not fit in the {width}x{height} frame",
+        roi.width, roi.height, roi.x, roi.y
+    )]
+    RoiOutside { roi: Roi, width: u32, height: u32 },
+}
+
+impl From<UvcError> for CaptureError {
+    fn from(e: UvcError) -> Self {
+        Self::Uvc(Box::new(e))
+    }
 }
 
 /// One frame from a camera, already in a pixel layout the preprocessor takes (8-bit gray or RGB).
@@ -48,7 +71,7 @@ pub trait CaptureDevice: Send {
 
 /// A camera that can be (re)opened.
 pub trait CameraBackend: Send + Sync {
-    /// The verdicts' `source` field (`camera`, `genicam`).
+    /// The verdicts' `source` field (`camera` for UVC, `genicam`).
     fn name(&self) -> &str;
     /// Opens the device and starts acquisition.
     fn open(&self) -> Result<Box<dyn CaptureDevice>, CaptureError>;
@@ -70,15 +93,15 @@ pub struct Supervision {
     pub roi: Option<Roi>,
 }
 
-impl Default for Supervision {
-    fn default() -> Self {
+impl From<&CameraConfig> for Supervision {
+    fn from(c: &CameraConfig) -> Self {
         Self {
-            frame_timeout: Duration::from_secs(2),
-            open_timeout: Duration::from_secs(10),
-            backoff_initial: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(10),
-            every_nth: 1,
-            roi: None,
+            frame_timeout: c.frame_timeout,
+            open_timeout: c.open_timeout,
+            backoff_initial: c.backoff_initial,
+            backoff_max: c.backoff_max,
+            every_nth: c.every_nth,
+            roi: c.roi,
         }
     }
 }
@@ -90,12 +113,10 @@ pub fn crop_roi(image: DynamicImage, roi: &Roi) -> Result<DynamicImage, CaptureE
     let fits = u64::from(roi.x) + u64::from(roi.width) <= u64::from(w)
         && u64::from(roi.y) + u64::from(roi.height) <= u64::from(h);
     if !fits {
-        return Err(CaptureError::Convert {
-            format: format!("{w}x{h}"),
-            reason: format!(
-                "region of interest {}x{} at ({}, {}) does not fit in the frame",
-                roi.width, roi.height, roi.x, roi.y
-            ),
+        return Err(CaptureError::RoiOutside {
+            roi: *roi,
+            width: w,
+            height: h,
         });
     }
     Ok(image.crop_imm(roi.x, roi.y, roi.width, roi.height))
@@ -157,10 +178,12 @@ mod tests {
             height: 1,
         };
         let img = DynamicImage::ImageLuma8(image::GrayImage::new(8, 6));
-        assert!(matches!(
-            crop_roi(img, &too_big),
-            Err(CaptureError::Convert { .. })
-        ));
+        let e = crop_roi(img, &too_big).unwrap_err();
+        assert!(matches!(e, CaptureError::RoiOutside { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "region of interest 3x1 at (6, 0) does not fit in the 8x6 frame"
+        );
     }
 
     #[test]

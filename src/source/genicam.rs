@@ -3,9 +3,9 @@
 //! A [`GenicamBackend`] is plain configuration; [`CameraBackend::open`] opens the camera by its id
 //! or address (the first listed device when none is configured), applies the configured region,
 //! pixel format (Mono8), frame rate, exposure, gain and acquisition mode, creates the stream with
-//! a small pool of buffers and starts acquisition. The [`GenicamDevice`] it returns owns the
+//! a small pool of buffers and starts acquisition. The [`GenicamStream`] it returns owns the
 //! camera and the stream; it lives and is dropped on the pipeline's capture thread (Aravis objects
-//! are `Send`, not `Sync`).
+//! are `Send`, not `Sync`). [`list_devices`] lists the cameras found as [`GenicamCameraInfo`].
 //!
 //! `read` never blocks longer than the frame timeout: it pops buffers with a short timeout and
 //! gives up with [`CaptureError::Timeout`] once the frame timeout passes without a good buffer,
@@ -15,13 +15,15 @@
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use aravis::glib;
 use aravis::prelude::*;
 use aravis::{
-    AcquisitionMode, Aravis, Buffer, BufferStatus, Camera, GvStreamOption, PixelFormat, Stream,
+    AcquisitionMode, AlreadyInitializedError, Aravis, Buffer, BufferStatus, Camera, GvStreamOption,
+    PixelFormat, Stream,
 };
 use image::{DynamicImage, GrayImage};
 
-use crate::config::{Acquisition, CameraConfig};
+use crate::config::{Acquisition, GenicamConfig, GenicamPixelFormat};
 use crate::source::camera::{CameraBackend, CaptureDevice, CaptureError, CapturedFrame};
 
 /// Buffers queued on the stream.
@@ -29,21 +31,57 @@ const BUFFERS: usize = 8;
 /// The longest single wait for a buffer inside `read`.
 const POP_SLICE: Duration = Duration::from_millis(100);
 
+/// A GenICam camera's failure, with the device, the operation and Aravis' error.
+#[derive(Debug, thiserror::Error)]
+pub enum GenicamError {
+    /// Aravis' process-wide token was taken outside this module.
+    #[error("cannot use Aravis")]
+    Init(#[source] AlreadyInitializedError),
+    #[error("cannot open GenICam camera {device:?}")]
+    Open {
+        device: String,
+        #[source]
+        source: glib::Error,
+    },
+    #[error("GenICam camera {device:?}: cannot {operation}")]
+    Configure {
+        device: String,
+        operation: &'static str,
+        #[source]
+        source: glib::Error,
+    },
+    #[error("GenICam camera {device:?} has no {setting} setting")]
+    NoSetting {
+        device: String,
+        setting: &'static str,
+    },
+    #[error("the previous session with GenICam camera {device} is still closing after {waited:?}")]
+    StillClosing { device: String, waited: Duration },
+    #[error("GenICam camera {device:?}: the software trigger failed")]
+    Trigger {
+        device: String,
+        #[source]
+        source: glib::Error,
+    },
+}
+
 /// Aravis' global state: the token may be taken once per process; the device list is global, so
-/// enumerating and opening are serialised.
-fn aravis() -> &'static Mutex<Aravis> {
-    static ARAVIS: OnceLock<Mutex<Aravis>> = OnceLock::new();
-    ARAVIS
-        .get_or_init(|| Mutex::new(Aravis::initialize().expect("Aravis is initialised only here")))
+/// enumerating and opening are serialised. `None` if the token was taken elsewhere.
+fn aravis() -> &'static Option<Mutex<Aravis>> {
+    static ARAVIS: OnceLock<Option<Mutex<Aravis>>> = OnceLock::new();
+    ARAVIS.get_or_init(|| Aravis::initialize().ok().map(Mutex::new))
 }
 
-fn lock_aravis() -> std::sync::MutexGuard<'static, Aravis> {
-    aravis().lock().unwrap_or_else(|p| p.into_inner())
+fn lock_aravis() -> Result<std::sync::MutexGuard<'static, Aravis>, GenicamError> {
+    let token = aravis()
+        .as_ref()
+        .ok_or(GenicamError::Init(AlreadyInitializedError))?;
+    Ok(token.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// A GenICam device as Aravis lists it.
+/// A GenICam camera as Aravis lists it (found, not opened).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GenicamDevice {
+pub struct GenicamCameraInfo {
     /// Aravis' device id (`<vendor>-<serial>` or similar); `device = ` accepts it.
     pub id: String,
     pub vendor: String,
@@ -56,10 +94,10 @@ pub struct GenicamDevice {
     pub protocol: String,
 }
 
-impl From<&aravis::DeviceInfo> for GenicamDevice {
+impl From<&aravis::DeviceInfo> for GenicamCameraInfo {
     fn from(d: &aravis::DeviceInfo) -> Self {
         let s = |c: &std::ffi::CString| c.to_string_lossy().into_owned();
-        GenicamDevice {
+        GenicamCameraInfo {
             id: s(&d.id),
             vendor: s(&d.vendor),
             model: s(&d.model),
@@ -71,18 +109,18 @@ impl From<&aravis::DeviceInfo> for GenicamDevice {
 }
 
 /// Every GenICam device Aravis finds now (GigE Vision discovery, USB3 Vision).
-pub fn list_devices() -> Result<Vec<GenicamDevice>, CaptureError> {
-    let token = lock_aravis();
+pub fn list_devices() -> Result<Vec<GenicamCameraInfo>, CaptureError> {
+    let token = lock_aravis()?;
     Ok(token
         .get_device_list()
         .iter()
-        .map(GenicamDevice::from)
+        .map(GenicamCameraInfo::from)
         .collect())
 }
 
 /// The device id of the listed device that `spec` names: its id, address or physical id (MAC),
 /// or its serial number (Aravis ids are `<vendor>-<serial>`), case-insensitively.
-pub fn resolve_device(spec: &str, listed: &[GenicamDevice]) -> Option<String> {
+fn resolve_device(spec: &str, listed: &[GenicamCameraInfo]) -> Option<String> {
     let spec = spec.trim();
     let eq = |a: &str| a.eq_ignore_ascii_case(spec);
     let serial = |id: &str| id.rsplit_once('-').is_some_and(|(_, serial)| eq(serial));
@@ -104,7 +142,7 @@ pub fn resolve_device(spec: &str, listed: &[GenicamDevice]) -> Option<String> {
 /// the pipeline retries after its backoff.
 #[derive(Debug, Clone)]
 pub struct GenicamBackend {
-    config: CameraConfig,
+    config: GenicamConfig,
     sessions: Arc<Sessions>,
 }
 
@@ -128,16 +166,21 @@ impl Drop for SessionGuard {
 
 impl Sessions {
     /// Waits up to `patience` for no live session, then counts a new one.
-    fn begin(self: &Arc<Self>, patience: Duration) -> Result<SessionGuard, CaptureError> {
+    fn begin(
+        self: &Arc<Self>,
+        patience: Duration,
+        device: &str,
+    ) -> Result<SessionGuard, GenicamError> {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let (mut live, _) = self
             .ended
             .wait_timeout_while(live, patience, |n| *n > 0)
             .unwrap_or_else(|p| p.into_inner());
         if *live > 0 {
-            return Err(CaptureError::Open(format!(
-                "the previous session with this camera is still closing after {patience:?}"
-            )));
+            return Err(GenicamError::StillClosing {
+                device: device.into(),
+                waited: patience,
+            });
         }
         *live += 1;
         Ok(SessionGuard(self.clone()))
@@ -145,16 +188,12 @@ impl Sessions {
 }
 
 impl GenicamBackend {
-    pub fn new(config: &CameraConfig) -> Self {
+    pub fn new(config: &GenicamConfig) -> Self {
         Self {
             config: config.clone(),
             sessions: Arc::default(),
         }
     }
-}
-
-fn open_err(what: &str) -> impl Fn(aravis::glib::Error) -> CaptureError + '_ {
-    move |e| CaptureError::Open(format!("{what}: {e}"))
 }
 
 impl CameraBackend for GenicamBackend {
@@ -164,7 +203,11 @@ impl CameraBackend for GenicamBackend {
 
     fn open(&self) -> Result<Box<dyn CaptureDevice>, CaptureError> {
         let waited = Instant::now();
-        let session = self.sessions.begin(self.config.open_timeout / 2)?;
+        let device = self.config.camera.device.as_deref();
+        let session = self.sessions.begin(
+            self.config.camera.open_timeout / 2,
+            device.unwrap_or("(the first found)"),
+        )?;
         let waited = waited.elapsed();
         if waited > Duration::from_millis(50) {
             tracing::debug!(
@@ -172,15 +215,17 @@ impl CameraBackend for GenicamBackend {
                 "waited for the previous GenICam session to close"
             );
         }
-        Ok(Box::new(GenicamCapture::open(&self.config, session)?))
+        Ok(Box::new(GenicamStream::open(&self.config, session)?))
     }
 }
 
 /// An opened, acquiring GenICam camera.
-pub struct GenicamCapture {
+pub struct GenicamStream {
     // Field order is drop order: the stream (and its receiving thread) goes before the camera.
     stream: Stream,
     camera: Camera,
+    /// The id it was opened by (for errors).
+    device: String,
     frame_timeout: Duration,
     trigger: bool,
     granted: String,
@@ -189,111 +234,141 @@ pub struct GenicamCapture {
     _session: SessionGuard,
 }
 
-impl GenicamCapture {
-    fn open(c: &CameraConfig, session: SessionGuard) -> Result<GenicamCapture, CaptureError> {
-        let camera = {
-            let token = lock_aravis();
-            let name = match &c.device {
-                // An id, address or MAC as given; a serial number through the device list.
-                Some(d) => {
-                    let listed: Vec<GenicamDevice> = token
-                        .get_device_list()
-                        .iter()
-                        .map(GenicamDevice::from)
-                        .collect();
-                    resolve_device(d, &listed).unwrap_or_else(|| d.clone())
-                }
-                // Opening "the first camera" may pick another interface's device (e.g. with a
-                // simulator on 127.0.0.1): take the first listed one and open it by its id.
-                None => {
-                    let list = token.get_device_list();
-                    let first = list
-                        .first()
-                        .ok_or_else(|| CaptureError::NotFound("no GenICam camera found".into()))?;
-                    first.id.to_string_lossy().into_owned()
-                }
-            };
-            Camera::new(Some(&name))
-                .map_err(|e| CaptureError::NotFound(format!("GenICam camera {name:?}: {e}")))?
+impl GenicamStream {
+    fn open(c: &GenicamConfig, session: SessionGuard) -> Result<GenicamStream, CaptureError> {
+        let (camera, device) = open_camera(c.camera.device.as_deref())?;
+        let step = |operation| {
+            let device = device.clone();
+            move |source| GenicamError::Configure {
+                device,
+                operation,
+                source,
+            }
         };
         if camera.is_gv_device() && !c.packet_socket {
             // Must precede create_stream.
             camera.gv_set_stream_options(GvStreamOption::PACKET_SOCKET_DISABLED);
         }
-        match c.pixel_format.as_deref() {
-            Some(_) => camera
-                .set_pixel_format(PixelFormat::MONO_8)
-                .map_err(open_err("set pixel format Mono8"))?,
-            // Mono8 is the only format converted; a camera without it fails on the first frame.
-            None => {
-                if let Err(e) = camera.set_pixel_format(PixelFormat::MONO_8) {
-                    tracing::debug!(error = %e, "cannot select Mono8; keeping the camera's format");
-                }
-            }
-        }
-        if c.width.is_some() || c.height.is_some() || c.offset_x > 0 || c.offset_y > 0 {
-            let (_, _, w0, h0) = camera.region().map_err(open_err("read region"))?;
-            let w = c.width.map_or(w0, |w| w as i32);
-            let h = c.height.map_or(h0, |h| h as i32);
-            camera
-                .set_region(c.offset_x as i32, c.offset_y as i32, w, h)
-                .map_err(open_err("set region"))?;
-        }
-        if let Some(fps) = c.frame_rate {
-            camera
-                .set_frame_rate(fps)
-                .map_err(open_err("set frame rate"))?;
-        }
-        if let Some(us) = c.exposure_us {
-            if camera.is_exposure_time_available().unwrap_or(false) {
-                camera
-                    .set_exposure_time(us)
-                    .map_err(open_err("set exposure time"))?;
-            } else {
-                return Err(CaptureError::Open(
-                    "the camera has no exposure time setting".into(),
-                ));
-            }
-        }
-        if let Some(gain) = c.gain {
-            if camera.is_gain_available().unwrap_or(false) {
-                camera.set_gain(gain).map_err(open_err("set gain"))?;
-            } else {
-                return Err(CaptureError::Open("the camera has no gain setting".into()));
-            }
-        }
+        configure(&camera, &device, c)?;
         camera
             .set_acquisition_mode(AcquisitionMode::Continuous)
-            .map_err(open_err("set continuous acquisition"))?;
+            .map_err(step("set continuous acquisition"))?;
         let trigger = c.acquisition == Acquisition::SoftwareTrigger;
         if trigger {
             camera
                 .set_string("TriggerSelector", "FrameStart")
                 .and_then(|()| camera.set_string("TriggerMode", "On"))
                 .and_then(|()| camera.set_string("TriggerSource", "Software"))
-                .map_err(open_err("set software trigger"))?;
+                .map_err(step("set software trigger"))?;
         } else if let Err(e) = camera.set_string("TriggerMode", "Off") {
             tracing::debug!(error = %e, "cannot switch the trigger off (the camera may have none)");
         }
-        let payload = camera.payload().map_err(open_err("read payload size"))?;
-        let stream = camera.create_stream().map_err(open_err("create stream"))?;
+        let payload = camera.payload().map_err(step("read payload size"))?;
+        let stream = camera.create_stream().map_err(step("create stream"))?;
         for _ in 0..BUFFERS {
             stream.push_buffer(Buffer::new_allocate(payload as usize));
         }
         let granted = granted(&camera, payload, trigger);
         camera
             .start_acquisition()
-            .map_err(open_err("start acquisition"))?;
-        Ok(GenicamCapture {
+            .map_err(step("start acquisition"))?;
+        Ok(GenicamStream {
             stream,
             camera,
-            frame_timeout: c.frame_timeout,
+            device,
+            frame_timeout: c.camera.frame_timeout,
             trigger,
             granted,
             skipped: 0,
             _session: session,
         })
     }
+}
+
+/// Opens the camera `device` names (an id, address or MAC as given; a serial number through the
+/// device list), or the first one listed; returns it with the id it was opened by.
+fn open_camera(device: Option<&str>) -> Result<(Camera, String), CaptureError> {
+    let token = lock_aravis()?;
+    let name = match device {
+        Some(d) => {
+            let listed: Vec<GenicamCameraInfo> = token
+                .get_device_list()
+                .iter()
+                .map(GenicamCameraInfo::from)
+                .collect();
+            resolve_device(d, &listed).unwrap_or_else(|| d.to_string())
+        }
+        // Opening "the first camera" may pick another interface's device (e.g. with a
+        // simulator on 127.0.0.1): take the first listed one and open it by its id.
+        None => {
+            let list = token.get_device_list();
+            let first = list
+                .first()
+                .ok_or_else(|| CaptureError::NotFound("no GenICam camera found".into()))?;
+            first.id.to_string_lossy().into_owned()
+        }
+    };
+    match Camera::new(Some(&name)) {
+        Ok(camera) => Ok((camera, name)),
+        Err(source) => Err(GenicamError::Open {
+            device: name,
+            source,
+        }
+        .into()),
+    }
+}
+
+/// Applies the configured pixel format, region, frame rate, exposure and gain.
+fn configure(camera: &Camera, device: &str, c: &GenicamConfig) -> Result<(), GenicamError> {
+    let step = |operation| {
+        move |source| GenicamError::Configure {
+            device: device.to_string(),
+            operation,
+            source,
+        }
+    };
+    let no_setting = |setting| GenicamError::NoSetting {
+        device: device.to_string(),
+        setting,
+    };
+    match c.pixel_format {
+        Some(GenicamPixelFormat::Mono8) => camera
+            .set_pixel_format(PixelFormat::MONO_8)
+            .map_err(step("set pixel format Mono8"))?,
+        // Mono8 is the only format converted; a camera without it fails on the first frame.
+        None => {
+            if let Err(e) = camera.set_pixel_format(PixelFormat::MONO_8) {
+                tracing::debug!(error = %e, "cannot select Mono8; keeping the camera's format");
+            }
+        }
+    }
+    let cam = &c.camera;
+    if cam.width.is_some() || cam.height.is_some() || c.offset_x > 0 || c.offset_y > 0 {
+        let (_, _, w0, h0) = camera.region().map_err(step("read region"))?;
+        let w = cam.width.map_or(w0, |w| w as i32);
+        let h = cam.height.map_or(h0, |h| h as i32);
+        camera
+            .set_region(c.offset_x as i32, c.offset_y as i32, w, h)
+            .map_err(step("set region"))?;
+    }
+    if let Some(fps) = cam.frame_rate {
+        camera.set_frame_rate(fps).map_err(step("set frame rate"))?;
+    }
+    if let Some(us) = c.exposure_us {
+        if !camera.is_exposure_time_available().unwrap_or(false) {
+            return Err(no_setting("exposure time"));
+        }
+        camera
+            .set_exposure_time(us)
+            .map_err(step("set exposure time"))?;
+    }
+    if let Some(gain) = c.gain {
+        if !camera.is_gain_available().unwrap_or(false) {
+            return Err(no_setting("gain"));
+        }
+        camera.set_gain(gain).map_err(step("set gain"))?;
+    }
+    Ok(())
 }
 
 /// What the camera granted, read back.
@@ -365,13 +440,14 @@ fn mono8_image(buffer: &Buffer) -> Result<GrayImage, CaptureError> {
     GrayImage::from_raw(w as u32, h as u32, data).ok_or_else(|| convert("bad buffer size".into()))
 }
 
-impl CaptureDevice for GenicamCapture {
+impl CaptureDevice for GenicamStream {
     fn read(&mut self) -> Result<CapturedFrame, CaptureError> {
         let start = Instant::now();
-        if self.trigger {
-            self.camera
-                .execute_command("TriggerSoftware")
-                .map_err(|e| CaptureError::Read(format!("software trigger: {e}")))?;
+        if self.trigger
+            && let Err(source) = self.camera.execute_command("TriggerSoftware")
+        {
+            let device = self.device.clone();
+            return Err(GenicamError::Trigger { device, source }.into());
         }
         loop {
             let left = self.frame_timeout.saturating_sub(start.elapsed());
@@ -408,7 +484,7 @@ impl CaptureDevice for GenicamCapture {
     }
 }
 
-impl Drop for GenicamCapture {
+impl Drop for GenicamStream {
     fn drop(&mut self) {
         // Slow (seconds) when the camera has gone away; runs on the capture thread.
         let started = Instant::now();
@@ -427,8 +503,8 @@ impl Drop for GenicamCapture {
 mod tests {
     use super::*;
 
-    fn dev(id: &str, address: &str, mac: &str) -> GenicamDevice {
-        GenicamDevice {
+    fn dev(id: &str, address: &str, mac: &str) -> GenicamCameraInfo {
+        GenicamCameraInfo {
             id: id.into(),
             vendor: "v".into(),
             model: "m".into(),

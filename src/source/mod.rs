@@ -1,5 +1,6 @@
 //! Frame sources: where frames come from. Replay of recorded images implements [`FrameSource`];
-//! cameras (nokhwa, Aravis) implement [`camera::CameraBackend`], which the pipeline supervises.
+//! cameras (UVC through nokhwa, GenICam through Aravis) implement [`camera::CameraBackend`], which
+//! the pipeline supervises.
 //!
 //! A source is a plain struct: it never spawns threads. The pipeline calls
 //! [`FrameSource::wait`] and [`FrameSource::take`] from its one source thread. A frame that
@@ -11,6 +12,7 @@ pub mod pixel;
 pub mod replay;
 pub mod uvc;
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::stop::StopSignal;
@@ -47,16 +49,18 @@ pub enum SourceEvent {
     End,
 }
 
-/// The camera back end a config names.
+/// The camera back end a config's source variant names, with the supervision its shared camera
+/// keys ask for; `None` for a replay source.
 pub fn camera_backend(
-    config: &crate::config::CameraConfig,
-) -> Result<std::sync::Arc<dyn camera::CameraBackend>, camera::CaptureError> {
-    match config.kind {
-        crate::config::CameraKind::GenIcam => {
-            Ok(std::sync::Arc::new(genicam::GenicamBackend::new(config)))
-        }
-        crate::config::CameraKind::Uvc => Ok(std::sync::Arc::new(uvc::UvcBackend::new(config))),
-    }
+    config: &crate::config::SourceConfig,
+) -> Option<(Arc<dyn camera::CameraBackend>, camera::Supervision)> {
+    use crate::config::SourceConfig;
+    let backend: Arc<dyn camera::CameraBackend> = match config {
+        SourceConfig::Replay(_) => return None,
+        SourceConfig::Uvc(c) => Arc::new(uvc::UvcBackend::new(c)),
+        SourceConfig::Genicam(c) => Arc::new(genicam::GenicamBackend::new(c)),
+    };
+    Some((backend, config.camera().map(Into::into)?))
 }
 
 /// A source of frames.

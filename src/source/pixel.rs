@@ -1,6 +1,6 @@
 //! Raw camera frames → images the preprocessor takes (8-bit gray or RGB). One pure function per
-//! pixel format; every one checks its buffer and returns [`CaptureError::Convert`] rather than
-//! panicking or guessing.
+//! pixel format; every one checks its buffer and returns [`CaptureError::Convert`] (a corrupt
+//! JPEG: [`CaptureError::Decode`], with the decoder's error) rather than panicking or guessing.
 //!
 //! - MJPEG: each frame is a complete JPEG, decoded with the `image` crate (8-bit gray stays gray,
 //!   everything else becomes RGB).
@@ -13,8 +13,9 @@ use std::io::Cursor;
 use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, RgbImage};
 
 use super::camera::CaptureError;
+use crate::config::UvcPixelFormat::{self, Grey, Mjpeg, Yuyv};
 
-fn convert_error(format: &str, reason: impl Into<String>) -> CaptureError {
+fn convert_error(format: UvcPixelFormat, reason: impl Into<String>) -> CaptureError {
     CaptureError::Convert {
         format: format.to_string(),
         reason: reason.into(),
@@ -23,14 +24,14 @@ fn convert_error(format: &str, reason: impl Into<String>) -> CaptureError {
 
 /// Decodes one MJPEG frame (a complete JPEG) to an 8-bit gray image (grayscale JPEG) or an RGB
 /// image (anything else). Bytes after the end-of-image marker are ignored; a truncated or corrupt
-/// JPEG is an error. The `image` crate's default allocation limits apply.
+/// JPEG is [`CaptureError::Decode`]. The `image` crate's default allocation limits apply.
 pub fn mjpeg_to_image(jpeg: &[u8]) -> Result<DynamicImage, CaptureError> {
     if jpeg.is_empty() {
-        return Err(convert_error("MJPEG", "empty frame"));
+        return Err(convert_error(Mjpeg, "empty frame"));
     }
     let image = ImageReader::with_format(Cursor::new(jpeg), ImageFormat::Jpeg)
         .decode()
-        .map_err(|e| convert_error("MJPEG", e.to_string()))?;
+        .map_err(CaptureError::Decode)?;
     Ok(match image {
         DynamicImage::ImageLuma8(_) | DynamicImage::ImageRgb8(_) => image,
         DynamicImage::ImageLumaA8(_)
@@ -87,20 +88,20 @@ pub fn yuv601_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
 pub fn yuyv_to_rgb(yuyv: &[u8], width: u32, height: u32) -> Result<RgbImage, CaptureError> {
     if width == 0 || height == 0 {
         return Err(convert_error(
-            "YUYV",
+            Yuyv,
             format!("empty frame size {width}x{height}"),
         ));
     }
     if !width.is_multiple_of(2) {
         return Err(convert_error(
-            "YUYV",
+            Yuyv,
             format!("width {width} is odd (4:2:2 needs pairs of pixels)"),
         ));
     }
     let expected = width as usize * height as usize * 2;
     if yuyv.len() != expected {
         return Err(convert_error(
-            "YUYV",
+            Yuyv,
             format!(
                 "{} bytes for {width}x{height} (expected {expected} = width·height·2)",
                 yuyv.len()
@@ -114,7 +115,7 @@ pub fn yuyv_to_rgb(yuyv: &[u8], width: u32, height: u32) -> Result<RgbImage, Cap
         rgb.extend_from_slice(&yuv601_to_rgb(y1, u, v));
     }
     RgbImage::from_raw(width, height, rgb)
-        .ok_or_else(|| convert_error("YUYV", "internal size mismatch"))
+        .ok_or_else(|| convert_error(Yuyv, "internal size mismatch"))
 }
 
 /// Copies a GREY / Y8 frame (one byte per pixel) whose rows start `stride` bytes apart
@@ -130,14 +131,14 @@ pub fn grey_to_luma(
 ) -> Result<GrayImage, CaptureError> {
     if width == 0 || height == 0 {
         return Err(convert_error(
-            "GREY",
+            Grey,
             format!("empty frame size {width}x{height}"),
         ));
     }
     let (w, h) = (width as usize, height as usize);
     if stride < w {
         return Err(convert_error(
-            "GREY",
+            Grey,
             format!("row stride {stride} is smaller than the width {width}"),
         ));
     }
@@ -145,7 +146,7 @@ pub fn grey_to_luma(
     let max = stride * h;
     if grey.len() < min || grey.len() > max {
         return Err(convert_error(
-            "GREY",
+            Grey,
             format!(
                 "{} bytes for {width}x{height} with stride {stride} (expected {min}..={max})",
                 grey.len()
@@ -162,7 +163,7 @@ pub fn grey_to_luma(
         out
     };
     GrayImage::from_raw(width, height, pixels)
-        .ok_or_else(|| convert_error("GREY", "internal size mismatch"))
+        .ok_or_else(|| convert_error(Grey, "internal size mismatch"))
 }
 
 #[cfg(test)]
@@ -420,6 +421,7 @@ mod tests {
         ] {
             match mjpeg_to_image(bad) {
                 Err(CaptureError::Convert { format, .. }) => assert_eq!(format, "MJPEG"),
+                Err(CaptureError::Decode(_)) if !bad.is_empty() => {}
                 other => panic!("{} bytes: {other:?}", bad.len()),
             }
         }

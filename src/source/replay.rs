@@ -47,11 +47,6 @@ impl ReplaySource {
             emitted: 0,
         })
     }
-
-    /// The files in replay order.
-    pub fn files(&self) -> &[PathBuf] {
-        &self.files
-    }
 }
 
 /// The images of a directory (sorted by file name) or of a list file.

@@ -1,8 +1,8 @@
-//! UVC / V4L2 cameras through nokhwa (`[source] kind = "camera"`).
+//! UVC / V4L2 cameras through nokhwa (`[source] kind = "uvc"`).
 //!
 //! A [`UvcBackend`] is plain configuration. [`CameraBackend::open`] resolves the configured
 //! device to a V4L2 index ([`resolve_device`]), asks nokhwa for the closest format to the
-//! configured one and starts the stream; the [`UvcDevice`] it returns reads raw frames and
+//! configured one and starts the stream; the [`UvcStream`] it returns reads raw frames and
 //! converts them itself by the frame's source format ([`super::pixel`]): MJPEG → gray or RGB,
 //! YUYV → RGB (BT.601 limited range), GREY → gray. nokhwa's own decoding is not used.
 //!
@@ -11,19 +11,16 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use nokhwa::Camera;
 use nokhwa::utils::{
     ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType,
     Resolution,
 };
+use nokhwa::{Camera, NokhwaError};
 
 use super::camera::{CameraBackend, CaptureDevice, CaptureError, CapturedFrame};
 use super::pixel;
-use crate::config::CameraConfig;
+use crate::config::{UvcConfig, UvcPixelFormat, defaults};
 
-/// The formats inspectord converts, in the order tried when none is configured (MJPEG first:
-/// it needs the least USB bandwidth).
-const CONVERTIBLE: [FrameFormat; 3] = [FrameFormat::MJPEG, FrameFormat::YUYV, FrameFormat::GRAY];
 /// Every format nokhwa knows (for listing a camera's modes).
 const ALL_FORMATS: [FrameFormat; 6] = [
     FrameFormat::MJPEG,
@@ -34,9 +31,59 @@ const ALL_FORMATS: [FrameFormat; 6] = [
     FrameFormat::RAWBGR,
 ];
 
+/// A UVC camera's failure, with the device, the operation and the underlying error.
+#[derive(Debug, thiserror::Error)]
+pub enum UvcError {
+    #[error("cannot list UVC cameras")]
+    List(#[source] NokhwaError),
+    #[error("cannot follow the camera device path {path}")]
+    Resolve {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every format was refused; `source` is the last refusal, `earlier` lists the others.
+    #[error("cannot open UVC camera {node} in {format}{earlier}")]
+    Open {
+        node: PathBuf,
+        format: UvcPixelFormat,
+        earlier: String,
+        #[source]
+        source: NokhwaError,
+    },
+    #[error("cannot start the stream of UVC camera {node}")]
+    Stream {
+        node: PathBuf,
+        #[source]
+        source: NokhwaError,
+    },
+    #[error("cannot read a frame from UVC camera {node}")]
+    Read {
+        node: PathBuf,
+        #[source]
+        source: NokhwaError,
+    },
+}
+
+/// The nokhwa format a configured pixel format asks for.
+fn frame_format(f: UvcPixelFormat) -> FrameFormat {
+    match f {
+        UvcPixelFormat::Mjpeg => FrameFormat::MJPEG,
+        UvcPixelFormat::Yuyv => FrameFormat::YUYV,
+        UvcPixelFormat::Grey => FrameFormat::GRAY,
+    }
+}
+
+/// The pixel format of a frame nokhwa delivers, when inspectord converts it.
+fn pixel_format(f: FrameFormat) -> Option<UvcPixelFormat> {
+    UvcPixelFormat::ALL
+        .into_iter()
+        .find(|&p| frame_format(p) == f)
+}
+
 /// Where a configured `device` points, before any camera is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeviceSpec {
+enum DeviceSpec {
     /// No device configured: the first camera found.
     First,
     /// A V4L2 index (`/dev/videoN`).
@@ -49,7 +96,7 @@ pub enum DeviceSpec {
 /// a number → that index; `/dev/videoN` → N; any other path (e.g. `/dev/v4l/by-id/...`) is
 /// followed through its symlinks to a `videoN` node; anything else is a name to match against
 /// the cameras found ([`match_name`]). A path that leads to no `videoN` node is `NotFound`.
-pub fn resolve_device(device: Option<&str>) -> Result<DeviceSpec, CaptureError> {
+fn resolve_device(device: Option<&str>) -> Result<DeviceSpec, CaptureError> {
     let Some(spec) = device.map(str::trim) else {
         return Ok(DeviceSpec::First);
     };
@@ -89,6 +136,10 @@ fn video_index(path: &Path) -> Option<u32> {
 /// otherwise follows the links by hand (relative targets are relative to the link's folder), so
 /// a dangling link still names the node it points at.
 fn follow_symlinks(path: &Path) -> Result<PathBuf, CaptureError> {
+    let resolve = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CaptureError::from(UvcError::Resolve { path, source })
+    };
     if let Ok(p) = std::fs::canonicalize(path) {
         return Ok(p);
     }
@@ -96,15 +147,12 @@ fn follow_symlinks(path: &Path) -> Result<PathBuf, CaptureError> {
     for _ in 0..40 {
         match std::fs::symlink_metadata(&current) {
             Ok(m) if m.file_type().is_symlink() => {
-                let target = std::fs::read_link(&current)
-                    .map_err(|e| CaptureError::NotFound(format!("{}: {e}", current.display())))?;
+                let target = std::fs::read_link(&current).map_err(resolve(&current))?;
                 let parent = current.parent().unwrap_or(Path::new("/"));
                 current = normalize(&parent.join(target));
             }
             Ok(_) => return Ok(current),
-            Err(e) if current == path => {
-                return Err(CaptureError::NotFound(format!("{}: {e}", path.display())));
-            }
+            Err(e) if current == path => return Err(resolve(path)(e)),
             // A dangling link: its target is the answer (opening it will then fail cleanly).
             Err(_) => return Ok(current),
         }
@@ -133,7 +181,7 @@ fn normalize(path: &Path) -> PathBuf {
 /// The index of the camera whose name contains `wanted` (case-insensitive) among `(index, name)`
 /// pairs. V4L2 often lists one camera as several nodes with the same name (capture and metadata):
 /// then the lowest index is taken. Matches with different names are ambiguous.
-pub fn match_name(wanted: &str, cameras: &[(u32, String)]) -> Result<u32, CaptureError> {
+fn match_name(wanted: &str, cameras: &[(u32, String)]) -> Result<u32, CaptureError> {
     let needle = wanted.to_lowercase();
     let mut hits: Vec<&(u32, String)> = cameras
         .iter()
@@ -160,53 +208,44 @@ pub fn match_name(wanted: &str, cameras: &[(u32, String)]) -> Result<u32, Captur
 }
 
 /// The formats nokhwa is asked for, tried in order until one opens: the configured pixel format
-/// (or each convertible one) at the closest resolution and rate to the configured ones
-/// (640x480 / 30 fps for whichever is missing); with neither a resolution nor a rate, the
-/// camera's first listed mode in that format.
-pub fn format_requests(
-    config: &CameraConfig,
-) -> Result<Vec<(RequestedFormatType, FrameFormat)>, CaptureError> {
-    let formats: Vec<FrameFormat> = match config
-        .pixel_format
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None => CONVERTIBLE.to_vec(),
-        Some("mjpeg") => vec![FrameFormat::MJPEG],
-        Some("yuyv") => vec![FrameFormat::YUYV],
-        Some("grey" | "gray" | "y8") => vec![FrameFormat::GRAY],
-        Some(other) => {
-            return Err(CaptureError::Open(format!(
-                "pixel format {other:?} is not supported by UVC cameras (mjpeg, yuyv, grey)"
-            )));
-        }
+/// (or each convertible one) at the closest resolution and rate to the configured ones (the
+/// [`defaults`] for whichever is missing); with neither a resolution nor a rate, the camera's
+/// first listed mode in that format.
+fn format_requests(config: &UvcConfig) -> Vec<(RequestedFormatType, UvcPixelFormat)> {
+    let formats = match config.pixel_format {
+        Some(f) => vec![f],
+        None => UvcPixelFormat::ALL.to_vec(),
     };
-    let constrained =
-        config.width.is_some() || config.height.is_some() || config.frame_rate.is_some();
-    let resolution = Resolution::new(config.width.unwrap_or(640), config.height.unwrap_or(480));
-    let fps = config.frame_rate.map_or(30, |r| (r.round() as u32).max(1));
-    Ok(formats
+    let c = &config.camera;
+    let constrained = c.width.is_some() || c.height.is_some() || c.frame_rate.is_some();
+    let resolution = Resolution::new(
+        c.width.unwrap_or(defaults::UVC_WIDTH),
+        c.height.unwrap_or(defaults::UVC_HEIGHT),
+    );
+    let fps = c
+        .frame_rate
+        .map_or(defaults::UVC_FRAME_RATE, |r| (r.round() as u32).max(1));
+    formats
         .into_iter()
         .map(|f| {
             let request = if constrained {
-                RequestedFormatType::Closest(CameraFormat::new(resolution, f, fps))
+                RequestedFormatType::Closest(CameraFormat::new(resolution, frame_format(f), fps))
             } else {
                 RequestedFormatType::None
             };
             (request, f)
         })
-        .collect())
+        .collect()
 }
 
 /// Opens the configured UVC camera.
 #[derive(Debug, Clone)]
 pub struct UvcBackend {
-    config: CameraConfig,
+    config: UvcConfig,
 }
 
 impl UvcBackend {
-    pub fn new(config: &CameraConfig) -> Self {
+    pub fn new(config: &UvcConfig) -> Self {
         Self {
             config: config.clone(),
         }
@@ -214,7 +253,7 @@ impl UvcBackend {
 
     /// The V4L2 index the configured device names now (names and "first" need a query).
     fn index(&self) -> Result<u32, CaptureError> {
-        match resolve_device(self.config.device.as_deref())? {
+        match resolve_device(self.config.camera.device.as_deref())? {
             DeviceSpec::Index(n) => Ok(n),
             DeviceSpec::First => query()?
                 .into_iter()
@@ -227,9 +266,8 @@ impl UvcBackend {
 }
 
 /// `(index, name)` of every V4L2 video node nokhwa lists.
-fn query() -> Result<Vec<(u32, String)>, CaptureError> {
-    let found = nokhwa::query(ApiBackend::Auto)
-        .map_err(|e| CaptureError::Open(format!("cannot list UVC cameras: {e}")))?;
+fn query() -> Result<Vec<(u32, String)>, UvcError> {
+    let found = nokhwa::query(ApiBackend::Auto).map_err(UvcError::List)?;
     Ok(found
         .into_iter()
         .filter_map(|info| info.index().as_index().ok().map(|i| (i, info.human_name())))
@@ -237,6 +275,7 @@ fn query() -> Result<Vec<(u32, String)>, CaptureError> {
 }
 
 impl CameraBackend for UvcBackend {
+    /// `camera`: the verdicts' `source` field, as before `kind = "uvc"` had its own name.
     fn name(&self) -> &str {
         "camera"
     }
@@ -250,55 +289,65 @@ impl CameraBackend for UvcBackend {
                 node.display()
             )));
         }
-        let mut failures = Vec::new();
-        for (request, format) in format_requests(&self.config)? {
-            let wanted = [format];
+        let mut refused = Vec::new();
+        for (request, format) in format_requests(&self.config) {
+            let wanted = [frame_format(format)];
             match Camera::new(
                 CameraIndex::Index(index),
                 RequestedFormat::with_formats(request, &wanted),
             ) {
-                Ok(mut cam) => {
-                    cam.open_stream().map_err(|e| {
-                        CaptureError::Open(format!(
-                            "{}: cannot start the stream: {e}",
-                            node.display()
-                        ))
-                    })?;
-                    let granted = cam.camera_format();
-                    let name = cam.info().human_name();
-                    return Ok(Box::new(UvcDevice {
-                        cam,
-                        granted: format!(
-                            "{} ({name}) {} {}x{} @ {} fps",
-                            node.display(),
-                            granted.format(),
-                            granted.width(),
-                            granted.height(),
-                            granted.frame_rate()
-                        ),
-                    }));
-                }
-                Err(e) => failures.push(format!("{format}: {e}")),
+                Ok(cam) => return Ok(Box::new(UvcStream::start(cam, node)?)),
+                Err(e) => refused.push((format, e)),
             }
         }
-        Err(CaptureError::Open(format!(
-            "{}: {}",
-            node.display(),
-            failures.join("; ")
-        )))
+        let Some((format, source)) = refused.pop() else {
+            return Err(CaptureError::NotFound("no pixel format to ask for".into()));
+        };
+        let earlier: Vec<String> = refused.iter().map(|(f, e)| format!("{f}: {e}")).collect();
+        Err(UvcError::Open {
+            node,
+            format,
+            earlier: if earlier.is_empty() {
+                String::new()
+            } else {
+                format!(" (refused before: {})", earlier.join("; "))
+            },
+            source,
+        }
+        .into())
     }
 }
 
-/// An opened UVC stream.
-pub struct UvcDevice {
+/// An opened, streaming UVC camera.
+pub struct UvcStream {
     cam: Camera,
+    node: PathBuf,
     granted: String,
+}
+
+impl UvcStream {
+    fn start(mut cam: Camera, node: PathBuf) -> Result<Self, UvcError> {
+        if let Err(source) = cam.open_stream() {
+            return Err(UvcError::Stream { node, source });
+        }
+        let granted = cam.camera_format();
+        let granted = format!(
+            "{} ({}) {} {}x{} @ {} fps",
+            node.display(),
+            cam.info().human_name(),
+            granted.format(),
+            granted.width(),
+            granted.height(),
+            granted.frame_rate()
+        );
+        Ok(Self { cam, node, granted })
+    }
 }
 
 /// Converts one raw frame by its source format. V4L2 memory-mapped buffers are handed over
 /// whole (nokhwa drops the driver's `bytesused`), so bytes past the frame's size are ignored:
 /// the JPEG decoder stops at its end marker, YUYV and GREY take the first `width·height·bpp`.
-pub fn convert(
+fn convert(
     format: FrameFormat,
     width: u32,
     height: u32,
@@ -308,26 +357,26 @@ pub fn convert(
         let n = width as usize * height as usize * bpp;
         if data.len() > n { &data[..n] } else { data }
     };
-    match format {
-        FrameFormat::MJPEG => pixel::mjpeg_to_image(data),
-        FrameFormat::YUYV => {
+    match pixel_format(format) {
+        Some(UvcPixelFormat::Mjpeg) => pixel::mjpeg_to_image(data),
+        Some(UvcPixelFormat::Yuyv) => {
             pixel::yuyv_to_rgb(frame(2), width, height).map(image::DynamicImage::ImageRgb8)
         }
-        FrameFormat::GRAY => pixel::grey_to_luma(frame(1), width, height, width as usize)
+        Some(UvcPixelFormat::Grey) => pixel::grey_to_luma(frame(1), width, height, width as usize)
             .map(image::DynamicImage::ImageLuma8),
-        other => Err(CaptureError::Convert {
-            format: other.to_string(),
+        None => Err(CaptureError::Convert {
+            format: format.to_string(),
             reason: "not supported (use mjpeg, yuyv or grey)".into(),
         }),
     }
 }
 
-impl CaptureDevice for UvcDevice {
+impl CaptureDevice for UvcStream {
     fn read(&mut self) -> Result<CapturedFrame, CaptureError> {
-        let buffer = self
-            .cam
-            .frame()
-            .map_err(|e| CaptureError::Read(e.to_string()))?;
+        let buffer = self.cam.frame().map_err(|source| UvcError::Read {
+            node: self.node.clone(),
+            source,
+        })?;
         let res = buffer.resolution();
         let image = convert(
             buffer.source_frame_format(),
@@ -347,17 +396,17 @@ impl CaptureDevice for UvcDevice {
     }
 }
 
-/// A UVC camera as `inspectord devices` shows it.
+/// A UVC camera as `inspectord devices` shows it (found, not opened).
 #[derive(Debug, Clone)]
-pub struct UvcListing {
+pub struct UvcCameraInfo {
     pub index: u32,
     pub name: String,
     pub description: String,
     /// Its modes, or why the camera could not be opened to ask.
-    pub formats: Result<Vec<CameraFormat>, String>,
+    pub formats: Result<Vec<CameraFormat>, NokhwaError>,
 }
 
-impl std::fmt::Display for UvcListing {
+impl std::fmt::Display for UvcCameraInfo {
     /// `[N] "name" (description)  device = "/dev/videoN"`, then one line per pixel format with its
     /// resolutions (largest first) and frame rates.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -375,7 +424,7 @@ impl std::fmt::Display for UvcListing {
         };
         for group in formats.chunk_by(|a, b| a.format() == b.format()) {
             let format = group[0].format();
-            let note = if CONVERTIBLE.contains(&format) {
+            let note = if pixel_format(format).is_some() {
                 ""
             } else {
                 " (not supported by inspectord)"
@@ -405,10 +454,9 @@ fn sorted(formats: &[CameraFormat]) -> Vec<CameraFormat> {
     let mut f = formats.to_vec();
     f.sort_by_key(|m| {
         (
-            CONVERTIBLE
-                .iter()
-                .position(|c| *c == m.format())
-                .unwrap_or(CONVERTIBLE.len()),
+            pixel_format(m.format())
+                .and_then(|p| UvcPixelFormat::ALL.iter().position(|&a| a == p))
+                .unwrap_or(UvcPixelFormat::ALL.len()),
             m.format().to_string(),
             std::cmp::Reverse(u64::from(m.width()) * u64::from(m.height())),
             std::cmp::Reverse(m.width()),
@@ -421,9 +469,8 @@ fn sorted(formats: &[CameraFormat]) -> Vec<CameraFormat> {
 
 /// Every V4L2 camera nokhwa finds, each opened briefly to list its modes (a camera busy in
 /// another process may refuse: its modes are then "unavailable").
-pub fn list_devices() -> Result<Vec<UvcListing>, CaptureError> {
-    let found = nokhwa::query(ApiBackend::Auto)
-        .map_err(|e| CaptureError::Open(format!("cannot list UVC cameras: {e}")))?;
+pub fn list_devices() -> Result<Vec<UvcCameraInfo>, CaptureError> {
+    let found = nokhwa::query(ApiBackend::Auto).map_err(UvcError::List)?;
     let mut out = Vec::new();
     for info in found {
         let Ok(index) = info.index().as_index() else {
@@ -433,9 +480,8 @@ pub fn list_devices() -> Result<Vec<UvcListing>, CaptureError> {
             CameraIndex::Index(index),
             RequestedFormat::with_formats(RequestedFormatType::None, &ALL_FORMATS),
         )
-        .and_then(|mut cam| cam.compatible_camera_formats())
-        .map_err(|e| e.to_string());
-        out.push(UvcListing {
+        .and_then(|mut cam| cam.compatible_camera_formats());
+        out.push(UvcCameraInfo {
             index,
             name: info.human_name(),
             description: info.description().to_string(),
@@ -451,26 +497,21 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn config(device: Option<&str>) -> CameraConfig {
-        CameraConfig {
-            kind: crate::config::CameraKind::Uvc,
-            device: device.map(String::from),
-            width: None,
-            height: None,
-            offset_x: 0,
-            offset_y: 0,
-            frame_rate: None,
+    fn config(device: Option<&str>) -> UvcConfig {
+        UvcConfig {
+            camera: crate::config::CameraConfig {
+                device: device.map(String::from),
+                width: None,
+                height: None,
+                frame_rate: None,
+                every_nth: 1,
+                frame_timeout: Duration::from_secs(2),
+                open_timeout: Duration::from_secs(10),
+                backoff_initial: Duration::from_millis(500),
+                backoff_max: Duration::from_secs(10),
+                roi: None,
+            },
             pixel_format: None,
-            exposure_us: None,
-            gain: None,
-            packet_socket: false,
-            acquisition: crate::config::Acquisition::FreeRun,
-            every_nth: 1,
-            frame_timeout: Duration::from_secs(2),
-            open_timeout: Duration::from_secs(10),
-            backoff_initial: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(10),
-            roi: None,
         }
     }
 
@@ -497,10 +538,17 @@ mod tests {
             resolve_device(Some("/dev/null")),
             Err(CaptureError::NotFound(_))
         ));
-        assert!(matches!(
-            resolve_device(Some("/nonexistent/cam")),
-            Err(CaptureError::NotFound(_))
-        ));
+        let missing = resolve_device(Some("/nonexistent/cam")).unwrap_err();
+        assert!(
+            matches!(&missing, CaptureError::Uvc(e) if matches!(**e, UvcError::Resolve { .. })),
+            "{missing:?}"
+        );
+        let text = crate::error::chain(&missing);
+        assert!(
+            text.starts_with("cannot follow the camera device path /nonexistent/cam: "),
+            "{text}"
+        );
+        assert!(std::error::Error::source(&missing).is_some());
         assert_eq!(video_index(Path::new("/dev/videoX")), None);
         assert_eq!(video_index(Path::new("/dev/video")), None);
         assert_eq!(video_index(Path::new("/dev/video-1")), None);
@@ -579,35 +627,37 @@ mod tests {
     #[test]
     fn requests_follow_the_config() {
         let mut c = config(None);
-        let r = format_requests(&c).unwrap();
+        let r = format_requests(&c);
         assert_eq!(
             r,
             vec![
-                (RequestedFormatType::None, FrameFormat::MJPEG),
-                (RequestedFormatType::None, FrameFormat::YUYV),
-                (RequestedFormatType::None, FrameFormat::GRAY),
+                (RequestedFormatType::None, UvcPixelFormat::Mjpeg),
+                (RequestedFormatType::None, UvcPixelFormat::Yuyv),
+                (RequestedFormatType::None, UvcPixelFormat::Grey),
             ]
         );
-        c.width = Some(1280);
-        c.height = Some(720);
-        c.frame_rate = Some(14.6);
-        c.pixel_format = Some("yuyv".into());
+        c.camera.width = Some(1280);
+        c.camera.height = Some(720);
+        c.camera.frame_rate = Some(14.6);
+        c.pixel_format = Some(UvcPixelFormat::Yuyv);
         let want = CameraFormat::new(Resolution::new(1280, 720), FrameFormat::YUYV, 15);
         assert_eq!(
-            format_requests(&c).unwrap(),
-            vec![(RequestedFormatType::Closest(want), FrameFormat::YUYV)]
+            format_requests(&c),
+            vec![(RequestedFormatType::Closest(want), UvcPixelFormat::Yuyv)]
         );
-        c.pixel_format = Some("grey".into());
-        c.width = None;
-        c.height = None;
-        c.frame_rate = Some(60.0);
+        c.pixel_format = Some(UvcPixelFormat::Grey);
+        c.camera.width = None;
+        c.camera.height = None;
+        c.camera.frame_rate = Some(60.0);
         let want = CameraFormat::new(Resolution::new(640, 480), FrameFormat::GRAY, 60);
         assert_eq!(
-            format_requests(&c).unwrap(),
-            vec![(RequestedFormatType::Closest(want), FrameFormat::GRAY)]
+            format_requests(&c),
+            vec![(RequestedFormatType::Closest(want), UvcPixelFormat::Grey)]
         );
-        c.pixel_format = Some("mono8".into());
-        assert!(matches!(format_requests(&c), Err(CaptureError::Open(_))));
+        for f in UvcPixelFormat::ALL {
+            assert_eq!(pixel_format(frame_format(f)), Some(f));
+        }
+        assert_eq!(pixel_format(FrameFormat::NV12), None);
     }
 
     #[test]
@@ -621,10 +671,12 @@ mod tests {
         }
         // By name: nothing matches on a host without cameras (or without this one).
         let backend = UvcBackend::new(&config(Some("no such camera 0f3c")));
-        assert!(matches!(
-            backend.open(),
-            Err(CaptureError::NotFound(_) | CaptureError::Open(_))
-        ));
+        match backend.open() {
+            Err(CaptureError::NotFound(_)) => {}
+            Err(CaptureError::Uvc(e)) => assert!(matches!(*e, UvcError::List(_)), "{e:?}"),
+            Err(e) => panic!("expected NotFound or List, got {e:?}"),
+            Ok(_) => panic!("opened a camera that does not exist"),
+        }
     }
 
     #[test]
@@ -641,7 +693,7 @@ mod tests {
     #[test]
     fn listings_group_modes_by_format() {
         let m = |w, h, f, r| CameraFormat::new(Resolution::new(w, h), f, r);
-        let listing = UvcListing {
+        let listing = UvcCameraInfo {
             index: 2,
             name: "HD Pro Webcam C920".into(),
             description: "Video4Linux Device @ /dev/video2".into(),
@@ -661,15 +713,17 @@ mod tests {
              YUYV: 640x480 @ 30 fps\n    \
              NV12 (not supported by inspectord): 640x480 @ 30 fps"
         );
-        let busy = UvcListing {
-            formats: Err("Device or resource busy".into()),
+        let busy = UvcCameraInfo {
+            formats: Err(NokhwaError::OpenDeviceError(
+                "/dev/video2".into(),
+                "Device or resource busy".into(),
+            )),
             ..listing.clone()
         };
-        assert!(
-            busy.to_string()
-                .ends_with("\n    formats unavailable: Device or resource busy")
-        );
-        let meta = UvcListing {
+        assert!(busy.to_string().ends_with(
+            "\n    formats unavailable: Could not open device /dev/video2: Device or resource busy"
+        ));
+        let meta = UvcCameraInfo {
             formats: Ok(vec![]),
             ..listing
         };
@@ -700,7 +754,7 @@ mod tests {
         ));
         assert!(matches!(
             convert(FrameFormat::MJPEG, 2, 2, &[0; 6]),
-            Err(CaptureError::Convert { .. })
+            Err(CaptureError::Decode(_))
         ));
     }
 }
