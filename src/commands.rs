@@ -397,7 +397,7 @@ pub fn enroll(
             .and_then(|bytes| Ok(inspector.embed(&Payload::Encoded(bytes))?));
         match embedded {
             Ok(e) => data.extend_from_slice(&e),
-            Err(e) => problems.push(format!("  {}: {e}", f.display())),
+            Err(e) => problems.push(format!("  {}: {e:#}", f.display())),
         }
     }
     if !problems.is_empty() {

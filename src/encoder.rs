@@ -14,7 +14,7 @@ use crate::onnxruntime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot read model {path}: {source}")]
+    #[error("cannot read model {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -31,7 +31,7 @@ pub enum ModelError {
         #[source]
         source: EncodeError,
     },
-    #[error("model {path}: {source}")]
+    #[error("model {path} does not state a valid preprocessing contract")]
     Contract {
         path: PathBuf,
         source: ContractError,

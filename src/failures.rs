@@ -15,7 +15,7 @@ use crate::source::Payload;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FailureLogError {
-    #[error("cannot use failure-image directory {path}: {source}")]
+    #[error("cannot use failure-image directory {path}")]
     Dir {
         path: PathBuf,
         source: std::io::Error,

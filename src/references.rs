@@ -22,12 +22,12 @@ pub const TENSOR: &str = "references";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
-    #[error("cannot read references {path}: {source}")]
+    #[error("cannot read references {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write references {path}: {source}")]
+    #[error("cannot write references {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,

@@ -32,13 +32,13 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
-    #[error("cannot create directory {path} for the verdict socket: {source}")]
+    #[error("cannot create directory {path} for the verdict socket")]
     Dir { path: PathBuf, source: io::Error },
     #[error("{path} exists and is not a socket; refusing to replace it")]
     NotASocket { path: PathBuf },
     #[error("another process is serving {path}; stop it or choose another output.socket")]
     InUse { path: PathBuf },
-    #[error("cannot bind verdict socket {path}: {source}")]
+    #[error("cannot bind verdict socket {path}")]
     Bind { path: PathBuf, source: io::Error },
     #[error("verdict socket event loop: {0}")]
     Poll(io::Error),

@@ -48,7 +48,7 @@ fn save_all(mut log: FailureLog, rx: Receiver<FailureImage>) {
             Ok(path) => tracing::debug!(seq = f.seq, path = %path.display(), "failure image saved"),
             Err(e) => {
                 failed += 1;
-                tracing::warn!(seq = f.seq, error = %e, failed_total = failed, "failure image not saved; inspection goes on");
+                tracing::warn!(seq = f.seq, error = %crate::error::chain(&e), failed_total = failed, "failure image not saved; inspection goes on");
             }
         }
     }

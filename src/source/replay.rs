@@ -11,7 +11,7 @@ use crate::stop::StopSignal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("cannot read replay source {path}: {source}")]
+    #[error("cannot read replay source {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
