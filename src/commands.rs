@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 
 use crate::cli::Mode;
-use crate::config::{Config, ReplayConfig, SourceConfig, default_extensions};
+use crate::config::{Config, ReplayConfig, SourceConfig, default_extensions, defaults};
 use crate::encoder::Model;
 use crate::failures::FailureLog;
 use crate::inspect::{Inspector, Scorer};
@@ -16,7 +16,7 @@ use crate::pipeline::{self, Input, Pipeline, Signals, Tally, Triggering, WaitCli
 use crate::preprocess::Preprocessor;
 use crate::references::{ReferenceMeta, ReferenceSet};
 use crate::report::Labels;
-use crate::score::{self, Embeddings, ScoreKind, Scoring};
+use crate::score::{self, Embeddings, Scoring};
 use crate::service::{self, Notifier};
 use crate::sink::Sink;
 use crate::sink::failures::FailureImageSink;
@@ -414,11 +414,11 @@ pub fn enroll(
     };
     let sc = &l.config.scoring;
     let mut scoring = Scoring {
-        kind: sc.score.unwrap_or(ScoreKind::Eta),
-        k: sc.k.unwrap_or(1),
+        kind: sc.score.unwrap_or(defaults::SCORE),
+        k: sc.k.unwrap_or(defaults::K),
         orders: Orders {
-            eta_p: sc.eta_p.unwrap_or(Orders::DEFAULT.eta_p),
-            gamma_p: sc.gamma_p.unwrap_or(Orders::DEFAULT.gamma_p),
+            eta_p: sc.eta_p.unwrap_or(defaults::ORDERS.eta_p),
+            gamma_p: sc.gamma_p.unwrap_or(defaults::ORDERS.gamma_p),
         },
         threshold: 0.0,
     };

@@ -7,6 +7,7 @@
 //! `created_by`, `created_at`, `source`. The reference-set id is the first 16 hex digits of the
 //! SHA-256 of the whole file, so it changes whenever anything in the file does.
 
+use crate::config::defaults;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -266,7 +267,7 @@ fn meta_of(
         return Err(meta_err("threshold", "is not finite".into()));
     }
     let kind = match md.get("score") {
-        None => ScoreKind::Eta,
+        None => defaults::SCORE,
         Some(s) => ScoreKind::parse(s)
             .ok_or_else(|| meta_err("score", format!("must be eta or gamma, got {s:?}")))?,
     };
@@ -274,17 +275,17 @@ fn meta_of(
         .get("k")
         .map(|v| parse("k", v, meta_err))
         .transpose()?
-        .unwrap_or(1);
+        .unwrap_or(defaults::K);
     let eta_p: f64 = md
         .get("eta_p")
         .map(|v| parse("eta_p", v, meta_err))
         .transpose()?
-        .unwrap_or(Orders::DEFAULT.eta_p);
+        .unwrap_or(defaults::ORDERS.eta_p);
     let gamma_p: f64 = md
         .get("gamma_p")
         .map(|v| parse("gamma_p", v, meta_err))
         .transpose()?
-        .unwrap_or(Orders::DEFAULT.gamma_p);
+        .unwrap_or(defaults::ORDERS.gamma_p);
     if k == 0 || eta_p < 1.0 || gamma_p < 1.0 {
         return Err(meta_err(
             "k",

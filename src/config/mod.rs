@@ -27,7 +27,16 @@ pub mod defaults {
     use std::time::Duration;
 
     use super::Acquisition;
+    use crate::score::ScoreKind;
+    use crate::soart3::Orders;
     use crate::verdict::VerdictKind;
+
+    /// Scoring where neither the config's `[scoring]` nor the reference file says (`enroll`'s
+    /// settings, and a reference file without those keys).
+    pub const SCORE: ScoreKind = ScoreKind::Eta;
+    pub const K: usize = 1;
+    /// SOART3's (p1, p2) = (2, 6).
+    pub const ORDERS: Orders = Orders::DEFAULT;
 
     /// `[source] kind` when absent.
     pub const SOURCE_KIND: &str = "replay";
