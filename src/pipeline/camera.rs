@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 
 use super::events::{Control, Event, Job};
-use super::source::SourceStage;
+use super::intake::Intake;
 use super::{Triggering, spawn};
 use crate::source::camera::{
     Backoff, CameraBackend, CaptureError, CapturedFrame, Supervision, crop_roi,
@@ -32,7 +32,7 @@ type Captured = Result<CapturedFrame, CaptureError>;
 pub(super) struct CameraStage<'a> {
     pub backend: Arc<dyn CameraBackend>,
     pub sup: Supervision,
-    pub source: &'a SourceStage,
+    pub intake: &'a Intake,
 }
 
 /// Why one capture ended.
@@ -86,7 +86,7 @@ impl CameraStage<'_> {
         let mut lost = false;
         let mut backoff = Backoff::new(self.sup.backoff_initial, self.sup.backoff_max);
         for attempt in 1u64.. {
-            if self.source.stop.is_raised() {
+            if self.intake.stop.is_raised() {
                 break;
             }
             let ended = match self.open(attempt) {
@@ -108,7 +108,7 @@ impl CameraStage<'_> {
                 lost = true;
                 self.status(StatusKind::CameraLost, Some(reason), seq);
             }
-            if self.source.stop.sleep(backoff.next_delay()) {
+            if self.intake.stop.sleep(backoff.next_delay()) {
                 break;
             }
         }
@@ -117,7 +117,7 @@ impl CameraStage<'_> {
 
     fn open(&self, attempt: u64) -> Result<Capture, super::PipelineError> {
         let (frame_tx, frames) = bounded::<Captured>(2);
-        let (reads, read_rx) = match self.source.triggering {
+        let (reads, read_rx) = match self.intake.triggering {
             Triggering::FreeRun => (None, None),
             Triggering::Control => {
                 let (tx, rx) = bounded(OUTSTANDING_TRIGGERS);
@@ -145,7 +145,7 @@ impl CameraStage<'_> {
         lost: &mut bool,
         backoff: &mut Backoff,
     ) -> Ended {
-        let src = self.source;
+        let src = self.intake;
         // The first frame may take longer: opening a device is not a frame wait.
         let mut wait = self.sup.frame_timeout + self.sup.open_timeout;
         loop {
@@ -210,7 +210,7 @@ impl CameraStage<'_> {
             None if !(received - 1).is_multiple_of(u64::from(self.sup.every_nth)) => return true,
             None => None,
         };
-        let (taken, scorer) = self.source.slot.admit();
+        let (taken, scorer) = self.intake.slot.admit();
         *seq = taken;
         let id = frame.device_frame_id.unwrap_or(received).to_string();
         let payload = match &self.sup.roi {
@@ -226,7 +226,7 @@ impl CameraStage<'_> {
                 .map(Payload::Decoded)
                 .map_err(|e| crate::error::chain(&e)),
         };
-        self.source
+        self.intake
             .jobs
             .send(Job {
                 seq: taken,
@@ -239,14 +239,14 @@ impl CameraStage<'_> {
     fn status(&self, kind: StatusKind, reason: Option<String>, after_seq: u64) {
         let event = StatusEvent {
             kind,
-            source: self.source.name.clone(),
+            source: self.intake.name.clone(),
             at: SystemTime::now(),
             reason,
             after_seq,
             reference_set: None,
             previous_reference_set: None,
         };
-        let _ = self.source.events.send(Event::Status(event));
+        let _ = self.intake.events.send(Event::Status(event));
     }
 }
 

@@ -26,6 +26,7 @@
 
 mod camera;
 mod events;
+mod intake;
 mod monitor;
 mod sequencer;
 mod signals;
@@ -46,6 +47,7 @@ pub use slot::{ScorerSlot, SharedScorer, shared_scorer};
 pub use source::WaitClients;
 
 use events::Event;
+use intake::Intake;
 use monitor::{Counters, Monitor, Stages, Threads};
 use sequencer::Sequencer;
 use signals::SighupReload;
@@ -211,7 +213,7 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
     let (job_tx, job_rx) = bounded(queue_depth);
     let stages = Arc::new(Stages::new(inspectors.len()));
     let counters = Arc::new(Counters::default());
-    let stage = SourceStage {
+    let intake = Intake {
         name: name.clone(),
         triggering,
         control,
@@ -220,6 +222,9 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
         events: event_tx.clone(),
         stop: stop.clone(),
         stages: stages.clone(),
+    };
+    let stage = SourceStage {
+        intake,
         wait_clients,
     };
     let source_thread = spawn("source", move || stage.run(input))?;

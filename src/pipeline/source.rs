@@ -1,20 +1,17 @@
 //! The `source` thread: takes frames, assigns each its `seq` and scorer snapshot, and hands it to
 //! the workers (blocking when they are behind: back-pressure). In trigger mode a frame is taken
-//! only when a [`Control::Trigger`] arrives; waiting for one is idle, never a stall.
+//! only when a [`super::Control::Trigger`] arrives; waiting for one is idle, never a stall.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, select};
-
+use super::Input;
 use super::camera::CameraStage;
-use super::events::{Control, Event, Job};
+use super::events::Job;
+use super::intake::{Intake, Next};
 use super::monitor::Stages;
-use super::slot::SharedScorer;
-use super::{Input, Triggering};
 use crate::source::{FrameSource, SourceEvent};
-use crate::stop::StopSignal;
 
 /// Hold the source until this many socket clients are connected (replay `--wait-clients`).
 pub struct WaitClients {
@@ -24,23 +21,8 @@ pub struct WaitClients {
 }
 
 pub(super) struct SourceStage {
-    pub name: Arc<str>,
-    pub triggering: Triggering,
-    pub control: Receiver<Control>,
-    pub slot: SharedScorer,
-    pub jobs: Sender<Job>,
-    pub events: Sender<Event>,
-    pub stop: StopSignal,
-    pub stages: Arc<Stages>,
+    pub intake: Intake,
     pub wait_clients: Option<WaitClients>,
-}
-
-/// What the source does next after looking at the control channel.
-pub(super) enum Next {
-    /// Take a frame, for this part if a trigger named one.
-    Take(Option<String>),
-    /// Stop, or no trigger can come any more.
-    End,
 }
 
 impl SourceStage {
@@ -57,13 +39,13 @@ impl SourceStage {
             } => CameraStage {
                 backend,
                 sup: supervision,
-                source: &self,
+                intake: &self.intake,
             }
             .run(),
         };
         tracing::debug!(
             frames = taken,
-            stopped = self.stop.is_raised(),
+            stopped = self.intake.stop.is_raised(),
             "source ended"
         );
         taken
@@ -78,7 +60,7 @@ impl SourceStage {
             "holding the source until enough verdict clients are connected"
         );
         while w.connected.load(Ordering::SeqCst) < w.count {
-            if self.stop.sleep(Duration::from_millis(10)) {
+            if self.intake.stop.sleep(Duration::from_millis(10)) {
                 return false;
             }
         }
@@ -87,62 +69,24 @@ impl SourceStage {
 
     fn frames(&self, mut frames: Box<dyn FrameSource>) -> u64 {
         let mut taken = 0;
-        while let Next::Take(part) = self.next_frame() {
-            if !frames.wait(&self.stop) {
+        while let Next::Take(part) = self.intake.next_frame() {
+            if !frames.wait(&self.intake.stop) {
                 break;
             }
             let event = {
-                let _busy = self.stages.enter(Stages::SOURCE);
+                let _busy = self.intake.stages.enter(Stages::SOURCE);
                 frames.take()
             };
             let SourceEvent::Frame(mut frame) = event else {
                 break;
             };
             frame.part = part;
-            let (seq, scorer) = self.slot.admit();
+            let (seq, scorer) = self.intake.slot.admit();
             taken = seq;
-            if self.jobs.send(Job { seq, frame, scorer }).is_err() {
+            if self.intake.jobs.send(Job { seq, frame, scorer }).is_err() {
                 break;
             }
         }
         taken
-    }
-
-    /// Free-run: take the next frame now (commands are answered and dropped). Trigger mode:
-    /// wait, idle, for a trigger or the stop signal.
-    pub fn next_frame(&self) -> Next {
-        match self.triggering {
-            Triggering::FreeRun => {
-                self.ignore_commands();
-                if self.stop.is_raised() {
-                    Next::End
-                } else {
-                    Next::Take(None)
-                }
-            }
-            Triggering::Control => select! {
-                recv(self.control) -> msg => match msg {
-                    Ok(Control::Trigger { part }) => Next::Take(part),
-                    Err(_) => {
-                        tracing::info!("trigger mode: the control channel is closed; no trigger can come");
-                        Next::End
-                    }
-                },
-                recv(self.stop.receiver()) -> _ => Next::End,
-            },
-        }
-    }
-
-    /// Drains commands that have no meaning in free-run mode, logging each.
-    pub fn ignore_commands(&self) {
-        loop {
-            match self.control.try_recv() {
-                Ok(Control::Trigger { part }) => tracing::warn!(
-                    part = part.as_deref(),
-                    "trigger ignored: the source free-runs (set the source's trigger mode to take frames on triggers)"
-                ),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
-            }
-        }
     }
 }
