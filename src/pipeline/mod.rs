@@ -163,6 +163,13 @@ fn spawn_sink_workers(
     Ok(threads)
 }
 
+fn join_all(threads: Vec<(String, JoinHandle<()>)>) -> Result<(), PipelineError> {
+    for (name, handle) in threads {
+        join(&name, handle)?;
+    }
+    Ok(())
+}
+
 fn join<T>(name: &str, handle: JoinHandle<T>) -> Result<T, PipelineError> {
     handle
         .join()
@@ -192,17 +199,15 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
         Input::Camera { backend, .. } => backend.name(),
     });
     let (event_tx, event_rx) = bounded::<Event>(queue_depth + inspectors.len() + 16);
+    let hup = |reload| SighupReload {
+        reload,
+        scorer: scorer.clone(),
+        events: event_tx.clone(),
+        source: name.clone(),
+        notifier: notifier.clone(),
+    };
     let signals = match signals {
-        Signals::Handle(reload) => {
-            let hup = SighupReload {
-                reload,
-                scorer: scorer.clone(),
-                events: event_tx.clone(),
-                source: name.clone(),
-                notifier: notifier.clone(),
-            };
-            Some(signals::watch(&stop, hup)?)
-        }
+        Signals::Handle(reload) => Some(signals::watch(&stop, hup(reload))?),
         Signals::Ignore => None,
     };
     let socket_thread = socket
@@ -229,10 +234,11 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
     };
     let source_thread = spawn("source", move || stage.run(input))?;
 
-    let mut workers = Vec::new();
     let n_workers = inspectors.len();
-    for (index, inspector) in inspectors.into_iter().enumerate() {
-        let worker = Worker {
+    let workers = inspectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, inspector)| Worker {
             index,
             inspector,
             jobs: job_rx.clone(),
@@ -240,10 +246,12 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
             stages: stages.clone(),
             source: name.clone(),
             model_sha256: model_sha256.clone(),
-        };
-        let thread = format!("encoder-{index}");
-        workers.push((thread.clone(), spawn(&thread, move || worker.run())?));
-    }
+        })
+        .map(|worker| {
+            let thread = format!("encoder-{}", worker.index);
+            Ok((thread.clone(), spawn(&thread, move || worker.run())?))
+        })
+        .collect::<Result<Vec<_>, PipelineError>>()?;
     drop((job_rx, event_tx));
 
     let (monitor_tx, monitor_rx) = bounded(64);
@@ -275,13 +283,9 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
     .run();
 
     let taken = join("source", source_thread)?;
-    for (name, handle) in workers {
-        join(&name, handle)?;
-    }
+    join_all(workers)?;
     join("sequencer", sequencer)?;
-    for (name, handle) in sink_threads {
-        join(&name, handle)?;
-    }
+    join_all(sink_threads)?;
     if let Some(t) = socket_thread {
         join("socket", t)??;
     }
