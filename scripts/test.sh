@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README; .ci/run calls it). Does all its own set-up on a fresh Debian machine:
 # system packages, the ONNX Runtime library, the ELPV images; then format, lint and test; then the
-# systemd units (verify, exposure <= 1.0) and the Debian package (built with cargo-deb, checked).
+# systemd units (verify, exposure <= 1.0) and the Debian package (built with cargo-deb, checked);
+# then a short soak of the release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,3 +15,7 @@ cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --no-fail-fast
 bash scripts/check-units.sh
 bash scripts/package.sh
+# The short soak (scripts/soak.py; the full one is 200,000 frames): the release binary package.sh
+# built, a steady client that must see every verdict once and in order, a churning and a stalled
+# client around it, RSS/fd/thread drift.
+python3 scripts/soak.py --frames 20000 --binary target/release/inspectord
