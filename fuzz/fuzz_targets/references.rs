@@ -1,0 +1,16 @@
+//! The reference-file parser on arbitrary bytes: a set whose every value is finite and whose
+//! scoring settings can score, or a clear error; never a panic, never a huge allocation.
+#![no_main]
+
+use std::path::Path;
+
+use inspectord::references::ReferenceSet;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(set) = ReferenceSet::parse(Path::new("/fuzz/references.safetensors"), data) {
+        assert!(set.embeddings.data.iter().all(|v| v.is_finite()));
+        assert!(set.meta.threshold.is_finite());
+        assert!(set.meta.k >= 1);
+    }
+});
