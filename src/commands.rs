@@ -424,6 +424,15 @@ pub fn enroll(
         },
         threshold: 0.0,
     };
+    // The loader refuses a set whose k exceeds its size: refuse it before writing it.
+    if scoring.k > embeddings.len() {
+        bail!(
+            "scoring.k = {} needs at least {} good images; {} given, nothing written",
+            scoring.k,
+            scoring.k,
+            embeddings.len()
+        );
+    }
     let loo = score::leave_one_out(&embeddings, &scoring);
     scoring.threshold = score::threshold_for_false_reject_rate(&loo, false_reject_rate)
         .context("no leave-one-out scores to set a threshold from")?;
