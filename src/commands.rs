@@ -73,7 +73,7 @@ fn load_scorer(l: &Loaded) -> Result<Scorer> {
         &l.model.path,
         l.model.contract.embedding_dim,
     )?;
-    let scorer = Scorer::new(set, &l.config.scoring);
+    let scorer = Scorer::new(set, &l.config.scoring)?;
     log_scorer(&scorer, "references loaded");
     Ok(scorer)
 }
@@ -150,8 +150,10 @@ fn socket(l: &Loaded, scorer: &Scorer) -> Result<Option<(SocketServer, socket::B
 }
 
 /// What SIGHUP reloads: the config's `[references]` and `[scoring]`, checked against the model
-/// already loaded. The ONNX Runtime sessions are not touched. Changes to other sections are
-/// logged as needing a restart.
+/// already loaded. The ONNX Runtime sessions are not touched. Validation is complete and the
+/// same as at start-up (the config, the reference loader, building the `Scorer`) before
+/// anything is announced: an error here is a `reload_refused` and the set in force stays.
+/// Changes to other sections are logged as needing a restart.
 fn reloader(l: &Loaded) -> pipeline::Reload {
     let (config_path, running) = (l.config.path.clone(), l.config.clone());
     let (sha, model_path, dim) = (
@@ -178,7 +180,7 @@ fn reloader(l: &Loaded) -> pipeline::Reload {
                 "these changed sections take effect on restart only; reloading references and scoring"
             );
         }
-        let scorer = Scorer::new(set, &config.scoring);
+        let scorer = Scorer::new(set, &config.scoring)?;
         log_scorer(&scorer, "references reloaded");
         Ok(scorer)
     })
@@ -422,6 +424,15 @@ pub fn enroll(
         },
         threshold: 0.0,
     };
+    // The loader refuses a set whose k exceeds its size: refuse it before writing it.
+    if scoring.k > embeddings.len() {
+        bail!(
+            "scoring.k = {} needs at least {} good images; {} given, nothing written",
+            scoring.k,
+            scoring.k,
+            embeddings.len()
+        );
+    }
     let loo = score::leave_one_out(&embeddings, &scoring);
     scoring.threshold = score::threshold_for_false_reject_rate(&loo, false_reject_rate)
         .context("no leave-one-out scores to set a threshold from")?;

@@ -86,10 +86,7 @@ pub struct ContractError {
 
 impl fmt::Display for ContractError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the model's metadata does not give a usable preprocessing contract: "
-        )?;
+        // The wrapping error says whose contract this is; this says what is wrong with it.
         write!(f, "{}", self.problems.join("; "))
     }
 }

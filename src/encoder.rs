@@ -9,16 +9,15 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use sha2::{Digest, Sha256};
 
+use crate::config::defaults;
 use crate::contract::{ContractError, ModelContract};
+use crate::input_file::{self, InputError};
 use crate::onnxruntime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("cannot read model {path}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: InputError },
     #[error("ONNX Runtime cannot load model {path}")]
     Session {
         path: PathBuf,
@@ -70,12 +69,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Model {
-    /// Reads the model file, opens one session to read its metadata, and checks that the
+    /// Reads the model file (a regular file of at most `defaults::MODEL_MAX_BYTES`), opens one session to read its metadata, and checks that the
     /// graph's input and output shapes agree with the contract.
     pub fn load(runtime: &Runtime, path: &Path) -> Result<Model, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
-            path: path.into(),
-            source,
+        let bytes = input_file::read(path, defaults::MODEL_MAX_BYTES).map_err(|source| {
+            ModelError::Read {
+                path: path.into(),
+                source,
+            }
         })?;
         let session = new_session(runtime, &bytes, 1).map_err(|source| ModelError::Session {
             path: path.into(),
@@ -232,5 +233,24 @@ impl Encoder {
             return Err(EncodeError::NonFinite { index, value });
         }
         Ok(data.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `main` prints the chain one cause a line: no message restates the one it wraps.
+    #[test]
+    fn a_contract_error_says_it_once() {
+        let e = ModelError::Contract {
+            path: "m.onnx".into(),
+            source: ContractError {
+                problems: vec!["input_width is missing".into()],
+            },
+        };
+        let chain = crate::error::chain(&e);
+        assert_eq!(chain.matches("contract").count(), 1, "{chain}");
+        assert!(chain.ends_with(": input_width is missing"), "{chain}");
     }
 }

@@ -7,6 +7,7 @@ pub mod contract;
 pub mod encoder;
 pub mod error;
 pub mod failures;
+pub mod input_file;
 pub mod inspect;
 pub mod logging;
 pub mod onnxruntime;

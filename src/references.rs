@@ -4,16 +4,20 @@
 //! tensor `references` of shape `[count, embedding_dim]` and string metadata:
 //! `format = "inspectord-references"`, `format_version = "1"`, `model_sha256`, `embedding_dim`,
 //! `count`, `threshold`, `score` (`eta`|`gamma`), `k`, `eta_p`, `gamma_p`, `threshold_method`,
-//! `created_by`, `created_at`, `source`. The reference-set id is the first 16 hex digits of the
+//! `created_by`, `created_at`, `source`. Loading refuses values the scoring cannot use, naming
+//! the key: `count` and `embedding_dim` must match the tensor, `k` must be from 1 to `count`,
+//! `eta_p` and `gamma_p` Minkowski orders from 1 to 64, `threshold` finite. The file must be a
+//! regular file of at most `config::defaults::REFERENCES_MAX_BYTES`. The reference-set id is the first 16 hex digits of the
 //! SHA-256 of the whole file, so it changes whenever anything in the file does.
 
 use crate::config::defaults;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensorError, SafeTensors, tensor::TensorView};
 
 use crate::encoder::sha256_hex;
+use crate::input_file::{self, InputError};
 use crate::score::{Embeddings, ScoreKind, Scoring};
 use crate::soart3::Orders;
 
@@ -24,9 +28,11 @@ pub const TENSOR: &str = "references";
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
     #[error("cannot read references {path}")]
-    Read {
+    Read { path: PathBuf, source: InputError },
+    #[error("references {path} are not a valid safetensors file")]
+    Safetensors {
         path: PathBuf,
-        source: std::io::Error,
+        source: SafeTensorError,
     },
     #[error("cannot write references {path}")]
     Write {
@@ -103,9 +109,11 @@ impl ReferenceSet {
         model_path: &Path,
         dim: usize,
     ) -> Result<Self, ReferenceError> {
-        let bytes = std::fs::read(path).map_err(|source| ReferenceError::Read {
-            path: path.into(),
-            source,
+        let bytes = input_file::read(path, defaults::REFERENCES_MAX_BYTES).map_err(|source| {
+            ReferenceError::Read {
+                path: path.into(),
+                source,
+            }
         })?;
         let set = Self::parse(path, &bytes)?;
         if set.meta.model_sha256 != model_sha256 {
@@ -132,9 +140,13 @@ impl ReferenceSet {
             path: path.into(),
             reason,
         };
-        let (_, header) =
-            SafeTensors::read_metadata(bytes).map_err(|e| format_err(e.to_string()))?;
-        let (count, dim, data) = embeddings_of(bytes, format_err)?;
+        let safetensors_err = |source| ReferenceError::Safetensors {
+            path: path.into(),
+            source,
+        };
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(safetensors_err)?;
+        let tensors = SafeTensors::deserialize(bytes).map_err(safetensors_err)?;
+        let (count, dim, data) = embeddings_of(&tensors, format_err)?;
         let empty = HashMap::new();
         let md = header.metadata().as_ref().unwrap_or(&empty);
         let meta = meta_of(path, md, count, dim)?;
@@ -169,10 +181,9 @@ impl ReferenceSet {
 
 /// The embeddings tensor: (count, dim, values), all finite.
 fn embeddings_of(
-    bytes: &[u8],
+    tensors: &SafeTensors,
     format_err: impl Fn(String) -> ReferenceError,
 ) -> Result<(usize, usize, Vec<f32>), ReferenceError> {
-    let tensors = SafeTensors::deserialize(bytes).map_err(|e| format_err(e.to_string()))?;
     let view = tensors
         .tensor(TENSOR)
         .map_err(|_| format_err(format!("no tensor named `{TENSOR}`")))?;
@@ -264,7 +275,10 @@ fn meta_of(
     }
     let threshold: f64 = parse("threshold", get("threshold")?, meta_err)?;
     if !threshold.is_finite() {
-        return Err(meta_err("threshold", "is not finite".into()));
+        return Err(meta_err(
+            "threshold",
+            format!("is {threshold}; it must be finite"),
+        ));
     }
     let kind = match md.get("score") {
         None => defaults::SCORE,
@@ -276,22 +290,28 @@ fn meta_of(
         .map(|v| parse("k", v, meta_err))
         .transpose()?
         .unwrap_or(defaults::K);
-    let eta_p: f64 = md
-        .get("eta_p")
-        .map(|v| parse("eta_p", v, meta_err))
-        .transpose()?
-        .unwrap_or(defaults::ORDERS.eta_p);
-    let gamma_p: f64 = md
-        .get("gamma_p")
-        .map(|v| parse("gamma_p", v, meta_err))
-        .transpose()?
-        .unwrap_or(defaults::ORDERS.gamma_p);
-    if k == 0 || eta_p < 1.0 || gamma_p < 1.0 {
+    if k == 0 || k > count {
         return Err(meta_err(
             "k",
-            format!("k/eta_p/gamma_p out of range ({k}, {eta_p}, {gamma_p})"),
+            format!("is {k}; it must be from 1 to the number of references ({count})"),
         ));
     }
+    let order = |key: &'static str, default: f64| -> Result<f64, ReferenceError> {
+        let p: f64 = md
+            .get(key)
+            .map(|v| parse(key, v, meta_err))
+            .transpose()?
+            .unwrap_or(default);
+        if !crate::soart3::ORDER_RANGE.contains(&p) {
+            return Err(meta_err(
+                key,
+                format!("is {p}; it must be a Minkowski order from 1 to 64"),
+            ));
+        }
+        Ok(p)
+    };
+    let eta_p = order("eta_p", defaults::ORDERS.eta_p)?;
+    let gamma_p = order("gamma_p", defaults::ORDERS.gamma_p)?;
     let text = |key: &str| md.get(key).cloned().unwrap_or_default();
     let meta = ReferenceMeta {
         model_sha256: get("model_sha256")?.to_string(),
@@ -342,7 +362,7 @@ mod tests {
             model_sha256: "ab".repeat(32),
             threshold: 0.125,
             kind: ScoreKind::Gamma,
-            k: 3,
+            k: 2,
             orders: Orders::LEGACY,
             threshold_method: "test".into(),
             created_by: "unit test".into(),
@@ -372,9 +392,64 @@ mod tests {
         assert!(matches!(err, ReferenceError::Dimension { .. }), "{err}");
     }
 
+    /// A valid two-reference file with one metadata value replaced.
+    fn with_metadata(key: &str, value: &str) -> Vec<u8> {
+        let emb = Embeddings {
+            dim: 2,
+            data: vec![1.0, 2.0, -3.5, 4.25],
+        };
+        let bytes = serialize(&emb, &meta()).unwrap();
+        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        let mut md = header.metadata().clone().unwrap();
+        md.insert(key.into(), value.into());
+        let tensors = SafeTensors::deserialize(&bytes).unwrap();
+        safetensors::serialize(tensors.tensors(), Some(md)).unwrap()
+    }
+
     #[test]
-    fn garbage_is_a_format_error() {
+    fn out_of_range_metadata_is_refused_naming_the_key() {
+        let path = Path::new("r.safetensors");
+        for (key, value) in [
+            ("eta_p", "NaN"),
+            ("eta_p", "inf"),
+            ("eta_p", "-inf"),
+            ("eta_p", "0.5"),
+            ("eta_p", "65"),
+            ("gamma_p", "NaN"),
+            ("gamma_p", "inf"),
+            ("gamma_p", "0"),
+            ("threshold", "NaN"),
+            ("threshold", "-inf"),
+            ("k", "0"),
+            ("k", "3"),
+            ("k", "1000000000000"),
+            ("k", "2000000000000000000"),
+            ("k", "1e12"),
+            ("count", "3"),
+            ("embedding_dim", "3"),
+        ] {
+            match ReferenceSet::parse(path, &with_metadata(key, value)) {
+                Err(ReferenceError::Metadata { key: named, .. }) if named == key => {}
+                other => {
+                    panic!("{key} = {value}: expected a refusal naming `{key}`, got {other:?}")
+                }
+            }
+        }
+        // In range: accepted.
+        for (key, value) in [("eta_p", "64"), ("gamma_p", "1"), ("k", "2")] {
+            let set = ReferenceSet::parse(path, &with_metadata(key, value));
+            assert!(set.is_ok(), "{key} = {value}: {set:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_a_safetensors_error_with_its_cause() {
         let err = ReferenceSet::parse(Path::new("x"), b"definitely not safetensors").unwrap_err();
-        assert!(matches!(err, ReferenceError::Format { .. }), "{err}");
+        assert!(matches!(err, ReferenceError::Safetensors { .. }), "{err}");
+        // The parser's own error is the cause, not a copy of it in the message.
+        let cause = std::error::Error::source(&err)
+            .expect("a cause")
+            .to_string();
+        assert!(!err.to_string().contains(&cause), "{err} / {cause}");
     }
 }

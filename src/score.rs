@@ -2,7 +2,8 @@
 //!
 //! The score of a frame is eta (or gamma) of SOART3 against the references: the smallest one
 //! for `k = 1`, the mean of the `k` smallest otherwise. The frame fails when the score is above
-//! the threshold. The verdict reports beta, eta and gamma against the nearest reference (the one
+//! the threshold; a score that is not finite (NaN, ±inf) is neither a pass nor a fail but an
+//! error. The verdict reports beta, eta and gamma against the nearest reference (the one
 //! with the smallest score) and its index.
 
 use crate::soart3::{Orders, Soart3, soart3};
@@ -53,6 +54,16 @@ pub enum Decision {
     Fail,
 }
 
+/// Why an embedding has no decision.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum ScoreError {
+    #[error("no reference to score against")]
+    NoReferences,
+    /// NaN or infinite: `score > threshold` would call NaN a pass, so it is neither.
+    #[error("the score is not finite ({score}), so it is neither a pass nor a fail")]
+    NotFinite { score: f64 },
+}
+
 /// The outcome of scoring one embedding.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scored {
@@ -89,15 +100,16 @@ impl Embeddings {
     }
 }
 
-/// Scores `y` against every reference except `skip` (for leave-one-out), or `None` when no
-/// reference is left.
+/// Scores `y` against every reference except `skip` (for leave-one-out). A score that is not
+/// finite is an error, never a decision.
 pub fn score_excluding(
     refs: &Embeddings,
     y: &[f32],
     s: &Scoring,
     skip: Option<usize>,
-) -> Option<Scored> {
-    let k = s.k.max(1);
+) -> Result<Scored, ScoreError> {
+    // k larger than the set means all of it; never allocate for more than there is.
+    let k = s.k.clamp(1, refs.len().max(1));
     // The k smallest scores seen so far, ascending; k is small (default 1).
     let mut smallest: Vec<f64> = Vec::with_capacity(k + 1);
     let mut nearest: Option<(usize, Soart3, f64)> = None;
@@ -116,14 +128,17 @@ pub fn score_excluding(
             smallest.truncate(k);
         }
     }
-    let (nearest, soart3, _) = nearest?;
+    let (nearest, soart3, _) = nearest.ok_or(ScoreError::NoReferences)?;
     let score = smallest.iter().sum::<f64>() / smallest.len() as f64;
+    if !score.is_finite() {
+        return Err(ScoreError::NotFinite { score });
+    }
     let decision = if score > s.threshold {
         Decision::Fail
     } else {
         Decision::Pass
     };
-    Some(Scored {
+    Ok(Scored {
         score,
         decision,
         nearest,
@@ -132,14 +147,15 @@ pub fn score_excluding(
 }
 
 /// Scores `y` against all references.
-pub fn score(refs: &Embeddings, y: &[f32], s: &Scoring) -> Option<Scored> {
+pub fn score(refs: &Embeddings, y: &[f32], s: &Scoring) -> Result<Scored, ScoreError> {
     score_excluding(refs, y, s, None)
 }
 
-/// Leave-one-out scores of each reference against the others.
+/// Leave-one-out scores of each reference against the others (those that are finite).
 pub fn leave_one_out(refs: &Embeddings, s: &Scoring) -> Vec<f64> {
     (0..refs.len())
-        .filter_map(|i| score_excluding(refs, refs.row(i), s, Some(i)).map(|r| r.score))
+        .filter_map(|i| score_excluding(refs, refs.row(i), s, Some(i)).ok())
+        .map(|r| r.score)
         .collect()
 }
 
@@ -215,6 +231,16 @@ mod tests {
             .fold(f64::INFINITY, f64::min);
         assert_eq!(r.score, best);
         assert_eq!(r.soart3.gamma, best);
+    }
+
+    #[test]
+    fn a_huge_k_is_the_mean_of_all_without_allocating_for_k() {
+        let y = [0.1f32, 2.0, 0.3];
+        let all = score(&refs(), &y, &scoring(3, 0.0)).unwrap();
+        for k in [1usize << 40, 2_000_000_000_000_000_000, usize::MAX] {
+            let r = score(&refs(), &y, &scoring(k, 0.0)).unwrap();
+            assert_eq!(r.score, all.score, "k = {k}");
+        }
     }
 
     #[test]

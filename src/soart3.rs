@@ -14,6 +14,10 @@
 /// The regulariser added to both dot products of `beta`.
 pub const EPSILON: f64 = 0.0001;
 
+/// The Minkowski orders accepted for `eta` and `gamma`, from the config and from reference
+/// files alike (below 1 the "norm" is no norm; above 64 `r^p` overflows for ordinary values).
+pub const ORDER_RANGE: std::ops::RangeInclusive<f64> = 1.0..=64.0;
+
 /// The Minkowski orders used for `eta` and `gamma`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Orders {

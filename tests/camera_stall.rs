@@ -96,7 +96,7 @@ fn a_read_that_blocks_forever_is_detected_and_the_camera_recovers() {
         model.contract.embedding_dim,
     )
     .unwrap();
-    let scorer = Scorer::new(set, &ScoringConfig::default());
+    let scorer = Scorer::new(set, &ScoringConfig::default()).unwrap();
     let hello = "{\"type\":\"hello\",\"v\":1}\n".to_string();
     let sock_path = dir.path().join("v.sock");
     let listener = socket::bind(&sock_path, 0o660).unwrap();

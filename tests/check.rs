@@ -299,3 +299,122 @@ fn the_deprecated_camera_kind_is_accepted_with_a_warning() {
         "the warning is also logged:\n{err}"
     );
 }
+
+/// Inputs that `run` cannot take (or that used to hang or crash it) are refused by `check`,
+/// promptly, with a message naming the key or the path and what is wrong with it.
+#[test]
+fn check_refuses_what_run_cannot_take_promptly_and_by_name() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let images = tmp.path().join("images");
+    art.copy_heldout(&images, 2, 0);
+    let fifo = tmp.path().join("pipe.png");
+    common::mkfifo(&fifo);
+    let mut good = TestConfig::new(&art, &images);
+    good.socket = Some(tmp.path().join("v.sock"));
+    // Each case fails at once; a hang (a FIFO, /dev/zero read to the end) runs into this.
+    let limit = Duration::from_secs(30);
+    let count =
+        common::safetensors_metadata(&std::fs::read(&art.references).unwrap())["count"].clone();
+
+    let with = |f: &dyn Fn(&mut TestConfig)| {
+        let mut c = good.clone();
+        f(&mut c);
+        c.to_toml()
+    };
+    let long_socket = tmp.path().join("s".repeat(110));
+    let more_than_count = format!("\n[scoring]\nk = {}\n", count.parse::<usize>().unwrap() + 1);
+    let cases: Vec<(&str, String, Vec<String>)> = vec![
+        (
+            "fps 1e-300",
+            with(&|c| c.fps = 1e-300),
+            vec!["source.fps".into()],
+        ),
+        (
+            "fps 5e-324",
+            with(&|c| c.fps = 5e-324),
+            vec!["source.fps".into()],
+        ),
+        (
+            "fps 1e-19",
+            with(&|c| c.fps = 1e-19),
+            vec!["source.fps".into()],
+        ),
+        (
+            "no extensions",
+            good.to_toml()
+                .replace("loop = false\n", "loop = false\nextensions = []\n"),
+            vec!["source.extensions".into()],
+        ),
+        (
+            "socket path too long",
+            with(&|c| c.socket = Some(long_socket.clone())),
+            vec!["output.socket".into(), "108".into()],
+        ),
+        (
+            "setuid socket mode",
+            good.to_toml()
+                .replace("[output]\n", "[output]\nsocket_mode = 0o7777\n"),
+            vec!["output.socket_mode".into(), "0o7777".into()],
+        ),
+        (
+            "k above the reference count",
+            good.to_toml() + &more_than_count,
+            vec!["scoring.k".into(), count.clone()],
+        ),
+        (
+            "model is /dev/zero",
+            with(&|c| c.model = "/dev/zero".into()),
+            vec!["/dev/zero".into(), "not a regular file".into()],
+        ),
+        (
+            "model is a directory",
+            with(&|c| c.model = images.clone()),
+            vec![images.display().to_string(), "directory".into()],
+        ),
+        (
+            "references are a FIFO",
+            with(&|c| c.references = fifo.clone()),
+            vec![fifo.display().to_string(), "FIFO".into()],
+        ),
+        (
+            "replay path is a FIFO",
+            with(&|c| c.source = fifo.clone()),
+            vec![fifo.display().to_string(), "FIFO".into()],
+        ),
+        (
+            "replay list file is /dev/zero",
+            with(&|c| c.source = "/dev/zero".into()),
+            vec!["/dev/zero".into(), "not a regular file".into()],
+        ),
+    ];
+    // Every case runs; the failure lists each one that did not hold.
+    let mut problems = Vec::new();
+    for (name, toml, needles) in cases {
+        let path = tmp.path().join("case.toml");
+        std::fs::write(&path, &toml).unwrap();
+        let daemon = common::spawn(
+            inspectord(tmp.path(), &[&"check", &"--config", &path]),
+            limit * 2,
+        );
+        if !common::wait_until(limit, || daemon.try_status().is_some()) {
+            let err = common::strip_ansi(&daemon.stderr_so_far());
+            let tail: Vec<&str> = err.lines().rev().take(2).collect();
+            problems.push(format!("{name}: still running after {limit:?}: {tail:?}"));
+            continue; // dropping the daemon kills it
+        }
+        let out = daemon.wait(limit);
+        let err = common::strip_ansi(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(3).collect();
+        if out.status.code().is_none_or(|c| c == 0) {
+            problems.push(format!(
+                "{name}: check did not fail promptly ({} after {:?}): {tail:?}",
+                out.status, out.elapsed
+            ));
+        } else if let Some(needle) = needles.iter().find(|n| !err.contains(n.as_str())) {
+            problems.push(format!("{name}: stderr lacks {needle:?}: {tail:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+    assert!(!tmp.path().join("v.sock").exists(), "check must not bind");
+}

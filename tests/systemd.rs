@@ -807,3 +807,75 @@ fn a_daemon_that_cannot_start_never_says_ready_and_says_why() {
         "{status:?}"
     );
 }
+
+/// References whose metadata is out of range (a NaN order, a `k` that would abort the process
+/// allocating) are refused at SIGHUP before anything is announced: `reload_refused` naming the
+/// key, the set in force stays, inspection goes on, the process lives.
+#[test]
+fn sighup_refuses_out_of_range_reference_metadata_and_keeps_the_set() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let dir = tmp.path().join("images");
+    art.copy_heldout(&dir, 3, 1);
+    let refs = tmp.path().join("references.safetensors");
+    std::fs::copy(&art.references, &refs).unwrap();
+    let socket = tmp.path().join("verdicts.sock");
+    let mut cfg = TestConfig::new(&art, &dir);
+    cfg.fps = 25.0;
+    cfg.looping = true;
+    cfg.references = refs.clone();
+    cfg.socket = Some(socket.clone());
+    let config = cfg.write(&tmp.path().join("inspectord.toml"));
+
+    let mut cmd = common::command(tmp.path(), [OsStr::new("run"), OsStr::new("--config")]);
+    cmd.arg(&config);
+    let daemon = common::spawn(cmd, LIMIT);
+    let lines = Lines::read(daemon.connect(&socket, Duration::from_secs(60)));
+    lines
+        .until(Duration::from_secs(30), |v| v["type"] == "verdict")
+        .expect("verdicts");
+
+    let incoming = tmp.path().join("incoming");
+    for (key, value) in [("eta_p", "NaN"), ("gamma_p", "inf"), ("k", "1000000000000")] {
+        common::references_with_metadata(&art.references, &incoming, &[(key, value)]);
+        std::fs::rename(&incoming, &refs).unwrap();
+        daemon.signal(libc::SIGHUP);
+        let status = lines
+            .until(Duration::from_secs(10), |v| v["type"] == "status")
+            .unwrap_or_else(|| panic!("{key} = {value}: no status line"));
+        assert_eq!(
+            status["event"], "reload_refused",
+            "{key} = {value}: {status}"
+        );
+        assert_eq!(status["reference_set"], art.reference_set.as_str());
+        let reason = status["reason"].as_str().unwrap();
+        assert!(reason.contains(&format!("`{key}`")), "{reason}");
+        let after = status["after_seq"].as_u64().unwrap();
+        lines
+            .until(Duration::from_secs(10), |v| {
+                v["type"] == "verdict" && v["seq"].as_u64().unwrap() > after + 5
+            })
+            .unwrap_or_else(|| panic!("{key} = {value}: inspection stopped"));
+        assert!(
+            daemon.try_status().is_none(),
+            "{key} = {value}: the daemon died:\n{}",
+            daemon.stderr_so_far()
+        );
+    }
+
+    daemon.signal(libc::SIGTERM);
+    daemon.wait(Duration::from_secs(30)).assert_success();
+    assert!(!socket.exists(), "the socket file is removed at exit");
+    let v = verdicts(&lines.all());
+    common::assert_seq_contiguous(&v);
+    for verdict in &v {
+        assert_eq!(verdict["reference_set"], art.reference_set.as_str());
+        assert_ne!(verdict["verdict"], "error", "{verdict}");
+        let score = verdict["score"].as_f64().expect("a finite score");
+        assert_eq!(
+            verdict["verdict"] == "fail",
+            score > verdict["threshold"].as_f64().unwrap(),
+            "{verdict}"
+        );
+    }
+}

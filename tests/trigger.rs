@@ -96,7 +96,7 @@ fn start(art: &Artifacts, input: Input, notifier: Option<Notifier>) -> Run {
         triggering: Triggering::Control,
         control,
         inspectors,
-        scorer: pipeline::shared_scorer(Scorer::new(set, &ScoringConfig::default())),
+        scorer: pipeline::shared_scorer(Scorer::new(set, &ScoringConfig::default()).unwrap()),
         model_sha256: Arc::from(model.sha256.as_str()),
         queue_depth: 4,
         sinks: vec![Box::new(Collect(tx))],

@@ -42,6 +42,10 @@ pub mod defaults {
     pub const SOURCE_KIND: &str = "replay";
     /// Replay pace (0 = as fast as the pipeline takes frames).
     pub const REPLAY_FPS: f64 = 0.0;
+    /// The slowest replay pace accepted: one frame an hour. Any rate at or above it has an
+    /// interval (1 / fps) that a `Duration` holds exactly enough and a sleep can wait for; a
+    /// rate of 1e-300 would be an interval of 1e300 seconds.
+    pub const REPLAY_FPS_MIN: f64 = 1.0 / 3600.0;
     pub const REPLAY_LOOP: bool = false;
     /// Image file extensions replay takes from a directory.
     pub const EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "pgm", "ppm"];
@@ -63,6 +67,9 @@ pub mod defaults {
     pub const ACQUISITION: Acquisition = Acquisition::FreeRun;
 
     pub const SOCKET_MODE: u32 = 0o660;
+    /// Bytes of `sun_path` in a Unix socket address on Linux, the terminating NUL included:
+    /// `output.socket` may be at most one byte shorter, or binding it fails.
+    pub const SUN_PATH_LEN: usize = 108;
     pub const CLIENT_BUFFER: usize = 1024;
     pub const MAX_CLIENTS: usize = 16;
 
@@ -73,6 +80,17 @@ pub mod defaults {
 
     pub const FAILURE_VERDICTS: [VerdictKind; 2] = [VerdictKind::Fail, VerdictKind::Error];
     pub const FAILURE_QUOTA_MB: u64 = 256;
+
+    /// Largest input files, checked before they are read (a device or a runaway file is
+    /// refused rather than read until memory runs out). Generous: far above any real file.
+    /// The config file itself.
+    pub const CONFIG_MAX_BYTES: u64 = 1 << 20;
+    /// An ONNX model (protobuf cannot exceed 2 GiB anyway).
+    pub const MODEL_MAX_BYTES: u64 = 2 << 30;
+    /// A reference set (a million 256-dimensional `f32` embeddings are 1 GiB).
+    pub const REFERENCES_MAX_BYTES: u64 = 1 << 30;
+    /// A replay list file (one path per line).
+    pub const REPLAY_LIST_MAX_BYTES: u64 = 16 << 20;
 
     /// [`EXTENSIONS`] as owned strings.
     pub fn extensions() -> Vec<String> {
@@ -396,14 +414,17 @@ impl std::error::Error for ConfigErrors {}
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-            path: path.into(),
-            errors: vec![ConfigError {
-                key: "(file)".into(),
-                line: None,
-                message: format!("cannot read: {e}"),
-            }],
-        })?;
+        let text =
+            crate::input_file::read_to_string(path, defaults::CONFIG_MAX_BYTES).map_err(|e| {
+                ConfigErrors {
+                    path: path.into(),
+                    errors: vec![ConfigError {
+                        key: "(file)".into(),
+                        line: None,
+                        message: format!("cannot read: {}", crate::error::chain(&e)),
+                    }],
+                }
+            })?;
         Self::parse(path, &text)
     }
 
@@ -700,6 +721,43 @@ workers = 3
                 Err(e) => panic!("{e}"),
             }
         }
+    }
+
+    /// Values `run` cannot use are refused here, by key, with the reason.
+    #[test]
+    fn refuses_tiny_fps_no_extensions_long_socket_paths_and_special_mode_bits() {
+        let refused = |from: &str, to: &str, key: &str| {
+            let text = GOOD.replace(from, to);
+            assert_ne!(text, GOOD, "{from:?} not in the config");
+            match Config::parse(Path::new("/etc/i/c.toml"), &text) {
+                Ok(_) => panic!("{to:?} accepted"),
+                Err(e) => {
+                    assert_eq!(e.errors.len(), 1, "{e}");
+                    assert_eq!(e.errors[0].key, key, "{e}");
+                    e.errors.into_iter().next().unwrap().message
+                }
+            }
+        };
+        for fps in ["1e-300", "5e-324", "1e-19", "1e-6", "-1", "inf", "nan"] {
+            refused("fps = 10", &format!("fps = {fps}"), "source.fps");
+        }
+        for fps in ["0", "0.001", "1000"] {
+            let text = GOOD.replace("fps = 10", &format!("fps = {fps}"));
+            Config::parse(Path::new("c.toml"), &text).unwrap();
+        }
+        let msg = refused("fps = 10", "fps = 10\nextensions = []", "source.extensions");
+        assert!(msg.contains("at least one"), "{msg}");
+        let long = format!("/run/{}.sock", "s".repeat(98));
+        assert_eq!(long.len(), 108);
+        let msg = refused("\"/tmp/x.sock\"", &format!("{long:?}"), "output.socket");
+        assert!(msg.contains("108") && msg.contains("107"), "{msg}");
+        // 107 bytes and the terminating NUL fit.
+        let text = GOOD.replace("\"/tmp/x.sock\"", &format!("{:?}", &long[1..]));
+        Config::parse(Path::new("c.toml"), &text).unwrap();
+        let msg = refused("0o600", "0o7777", "output.socket_mode");
+        assert!(msg.contains("0o7777") && msg.contains("setuid"), "{msg}");
+        let msg = refused("0o600", "\"7777\"", "output.socket_mode");
+        assert!(msg.contains("0o7777"), "{msg}");
     }
 
     #[test]

@@ -398,7 +398,14 @@ impl<'t> Reader<'t> {
         };
         match parsed {
             Some(m) if m <= 0o777 => Some(m),
-            _ => {
+            Some(m) => {
+                let msg = format!(
+                    "must be permission bits from 0o0 to 0o777 such as 0o660, got {m:#o}: the setuid, setgid and sticky bits (0o7000) have no meaning on a socket"
+                );
+                self.error(&sec.path_of(key), Some(v.span()), msg);
+                None
+            }
+            None => {
                 let msg = format!(
                     "must be permission bits such as 0o660 or \"0660\", got {}",
                     show(v)

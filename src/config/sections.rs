@@ -58,14 +58,29 @@ fn replay(r: &mut Reader, s: &mut Section) -> Option<ReplayConfig> {
     let fps = r.float(
         s,
         "fps",
-        |v| v >= 0.0 && v.is_finite(),
-        ">= 0 (0 = as fast as possible)",
+        |v| v == 0.0 || (v >= defaults::REPLAY_FPS_MIN && v.is_finite()),
+        "0 (as fast as possible) or a rate of at least 1/3600 (one frame an hour)",
     );
     let looping = r.boolean(s, "loop");
-    let extensions = r.string_list(s, "extensions").map(|v| {
-        v.into_iter()
+    let extensions = r.string_list(s, "extensions").and_then(|v| {
+        let v: Vec<String> = v
+            .into_iter()
             .map(|e| e.trim_start_matches('.').to_lowercase())
-            .collect()
+            .collect();
+        let problem = if v.is_empty() {
+            Some("must hold at least one extension (a directory would replay nothing)")
+        } else if v.iter().any(String::is_empty) {
+            Some("must not hold an empty extension")
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => {
+                r.key_error(s, "extensions", p.into());
+                None
+            }
+            None => Some(v),
+        }
     });
     let default = ReplayConfig::of(path?);
     Some(ReplayConfig {
@@ -189,7 +204,7 @@ pub(super) fn references(r: &mut Reader, mut s: Section) -> Option<ReferencesCon
 /// `[scoring]`: every key is an optional override of the reference file's settings.
 pub(super) fn scoring(r: &mut Reader, mut s: Section) -> ScoringConfig {
     let kinds = [ScoreKind::Eta, ScoreKind::Gamma].map(|k| (k.as_str(), k));
-    let order = |v: f64| (1.0..=64.0).contains(&v);
+    let order = |v: f64| crate::soart3::ORDER_RANGE.contains(&v);
     let scoring = ScoringConfig {
         score: r.keyword(&mut s, "score", &kinds, Case::Exact, ""),
         k: r.integer(&mut s, "k", 1, 1_000_000).map(|v| v as usize),
@@ -208,8 +223,22 @@ pub(super) fn scoring(r: &mut Reader, mut s: Section) -> ScoringConfig {
 
 /// `[output]`.
 pub(super) fn output(r: &mut Reader, mut s: Section) -> OutputConfig {
+    let socket = r.path(&mut s, "socket", false).filter(|p| {
+        let len = p.as_os_str().len();
+        let fits = len < defaults::SUN_PATH_LEN;
+        if !fits {
+            let msg = format!(
+                "is {len} bytes long ({}); a Unix socket path may have at most {} bytes (sun_path holds {} bytes including the terminating NUL): choose a shorter path",
+                p.display(),
+                defaults::SUN_PATH_LEN - 1,
+                defaults::SUN_PATH_LEN
+            );
+            r.key_error(&s, "socket", msg);
+        }
+        fits
+    });
     let output = OutputConfig {
-        socket: r.path(&mut s, "socket", false),
+        socket,
         socket_mode: r
             .mode(&mut s, "socket_mode")
             .unwrap_or(defaults::SOCKET_MODE),

@@ -40,7 +40,11 @@ impl SighupReload {
         if let Some(n) = &self.notifier {
             n.reloading();
         }
-        let (kind, reason, after_seq, in_force, previous) = match reload() {
+        // A hook that panics refuses the reload like one that fails: the set in force stays and
+        // the signal thread lives on.
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *reload))
+            .unwrap_or_else(|_| Err("the reload panicked".into()));
+        let (kind, reason, after_seq, in_force, previous) = match attempt {
             Ok(new) => {
                 let new = Arc::new(new);
                 let id = new.id.clone();

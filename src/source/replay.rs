@@ -16,6 +16,11 @@ pub enum ReplayError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read replay list file {path}")]
+    List {
+        path: PathBuf,
+        source: crate::input_file::InputError,
+    },
     #[error("replay source {path} holds no images (extensions: {extensions})")]
     Empty { path: PathBuf, extensions: String },
 }
@@ -42,11 +47,24 @@ impl ReplaySource {
             files,
             next: 0,
             looping: cfg.looping,
-            interval: (cfg.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / cfg.fps)),
+            interval: interval_of(cfg.fps),
             started: None,
             emitted: 0,
         })
     }
+}
+
+/// The pause between frames at `fps` (`None`: no pacing). Cannot panic: a rate so low that its
+/// interval does not fit a `Duration` waits for ever (the config accepts no such rate).
+fn interval_of(fps: f64) -> Option<Duration> {
+    (fps > 0.0).then(|| Duration::try_from_secs_f64(1.0 / fps).unwrap_or(Duration::MAX))
+}
+
+/// When frame `n` is due on the absolute schedule `started + n·interval`; `None` when that is
+/// beyond what an `Instant` can hold (never, in practice).
+fn due(started: Instant, interval: Duration, n: u64) -> Option<Instant> {
+    let offset = Duration::try_from_secs_f64(interval.as_secs_f64() * n as f64).ok()?;
+    started.checked_add(offset)
 }
 
 /// The images of a directory (sorted by file name) or of a list file.
@@ -71,7 +89,13 @@ pub fn list_images(path: &Path, extensions: &[String]) -> Result<Vec<PathBuf>, R
         files.sort_by(|a, b| a.file_name().cmp(&b.file_name()).then_with(|| a.cmp(b)));
         Ok(files)
     } else {
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        // A regular file of bounded size: a FIFO or a device is refused, not read.
+        let limit = crate::config::defaults::REPLAY_LIST_MAX_BYTES;
+        let text =
+            crate::input_file::read_to_string(path, limit).map_err(|source| ReplayError::List {
+                path: path.into(),
+                source,
+            })?;
         let base = path.parent().unwrap_or(Path::new(""));
         Ok(text
             .lines()
@@ -94,7 +118,11 @@ impl FrameSource for ReplaySource {
         if let Some(interval) = self.interval {
             let started = *self.started.get_or_insert_with(Instant::now);
             // Absolute schedule: frame n is due at start + n·interval, so pacing does not drift.
-            let due = started + interval.mul_f64(self.emitted as f64);
+            let Some(due) = due(started, interval, self.emitted) else {
+                // Never due: wait for the stop.
+                while !stop.sleep(Duration::from_secs(3600)) {}
+                return false;
+            };
             let now = Instant::now();
             if due > now && stop.sleep(due - now) {
                 return false;
@@ -199,6 +227,33 @@ mod tests {
             ReplaySource::new(&cfg(dir.path())),
             Err(ReplayError::Empty { .. })
         ));
+    }
+
+    /// However slow the configured rate (the config refuses these; other callers may not), the
+    /// interval and the schedule cannot panic: an unrepresentable wait lasts until stop.
+    #[test]
+    fn absurd_rates_do_not_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x.png"), b"x").unwrap();
+        for fps in [1e-300, 5e-324, 1e-19, f64::MIN_POSITIVE, 1e300] {
+            let mut c = cfg(dir.path());
+            c.looping = true;
+            c.fps = fps;
+            let mut src = ReplaySource::new(&c).unwrap();
+            let stop = StopSignal::new();
+            assert!(matches!(src.next(&stop), SourceEvent::Frame(_)), "{fps}");
+            let s2 = stop.clone();
+            let t = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                s2.raise();
+            });
+            let second = src.next(&stop);
+            t.join().unwrap();
+            match second {
+                SourceEvent::End => assert!(fps < 1.0, "{fps}"),
+                SourceEvent::Frame(_) => assert!(fps > 1.0, "{fps}"),
+            }
+        }
     }
 
     #[test]

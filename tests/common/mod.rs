@@ -126,6 +126,34 @@ pub fn safetensors_metadata(bytes: &[u8]) -> HashMap<String, String> {
         .collect()
 }
 
+/// Writes a copy of the reference file `src` to `dst` with some metadata values replaced, through
+/// the safetensors crate rather than the daemon's own writer (which writes only valid sets).
+pub fn references_with_metadata(src: &Path, dst: &Path, changes: &[(&str, &str)]) {
+    let bytes = std::fs::read(src).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("a safetensors file");
+    let mut md = safetensors_metadata(&bytes);
+    for (key, value) in changes {
+        md.insert(key.to_string(), value.to_string());
+    }
+    let out = safetensors::serialize(tensors.tensors(), Some(md)).expect("serialize");
+    std::fs::write(dst, out).unwrap_or_else(|e| panic!("write {}: {e}", dst.display()));
+}
+
+/// Makes a FIFO (named pipe) at `path`.
+pub fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(
+        rc,
+        0,
+        "mkfifo {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
 /// Parses JSON Lines; panics naming the line that is not JSON.
 pub fn parse_json_lines<S: AsRef<str>>(lines: &[S]) -> Vec<Value> {
     lines
