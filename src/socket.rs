@@ -36,8 +36,19 @@ pub enum SocketError {
     Dir { path: PathBuf, source: io::Error },
     #[error("{path} exists and is not a socket; refusing to replace it")]
     NotASocket { path: PathBuf },
-    #[error("another process is serving {path}; stop it or choose another output.socket")]
-    InUse { path: PathBuf },
+    #[error(
+        "another process is serving {path} (socket owned by {owner}); stop it or choose another output.socket"
+    )]
+    InUse { path: PathBuf, owner: String },
+    #[error(
+        "cannot tell whether {path} (socket owned by {owner}) is still served; refusing to replace it"
+    )]
+    Unverified {
+        path: PathBuf,
+        owner: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot bind verdict socket {path}")]
     Bind { path: PathBuf, source: io::Error },
     #[error("verdict socket event loop: {0}")]
@@ -51,7 +62,44 @@ pub struct SocketSettings {
     pub max_clients: usize,
 }
 
-/// Binds `path` with permission bits `mode`, replacing a stale socket file left by a crash.
+/// Whether a failed `connect()` to an existing socket file shows that nobody serves it: only
+/// `ECONNREFUSED` does. Anything else (`EACCES`: a live socket of another user; `EAGAIN`: a full
+/// backlog) may be a live daemon, whose socket must not be taken over.
+pub fn connect_error_means_stale(e: &io::Error) -> bool {
+    e.kind() == ErrorKind::ConnectionRefused
+}
+
+/// `uid N (name)`, or `uid N` when the user database does not know it.
+fn owner(meta: &std::fs::Metadata) -> String {
+    let uid = meta.uid();
+    match user_name(uid) {
+        Some(name) => format!("uid {uid} ({name})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// The user name of `uid` from the user database (`getpwuid_r`).
+fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: a zeroed `passwd` is a valid out-parameter; `buf` outlives the call and its
+    // length is passed; `pw_name` is read only when the call reports an entry.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found);
+        if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
+/// Binds `path` with permission bits `mode`, replacing a stale socket file left by a crash
+/// (one whose `connect()` is refused); a live or unverifiable socket is an error.
 pub fn bind(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener, SocketError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
@@ -63,7 +111,19 @@ pub fn bind(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener, 
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match StdUnixStream::connect(path) {
-            Ok(_) => return Err(SocketError::InUse { path: path.into() }),
+            Ok(_) => {
+                return Err(SocketError::InUse {
+                    path: path.into(),
+                    owner: owner(&meta),
+                });
+            }
+            Err(e) if !connect_error_means_stale(&e) => {
+                return Err(SocketError::Unverified {
+                    path: path.into(),
+                    owner: owner(&meta),
+                    source: e,
+                });
+            }
             Err(_) => {
                 tracing::info!(path = %path.display(), "replacing stale verdict socket");
                 std::fs::remove_file(path).map_err(|source| SocketError::Bind {
@@ -432,5 +492,44 @@ impl SocketServer {
                 "slow verdict clients were disconnected during this run"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refused_connection_means_stale() {
+        let errno = io::Error::from_raw_os_error;
+        assert!(connect_error_means_stale(&errno(libc::ECONNREFUSED)));
+        for e in [
+            libc::EACCES,
+            libc::EPERM,
+            libc::EAGAIN,
+            libc::ENOENT,
+            libc::EINTR,
+        ] {
+            assert!(!connect_error_means_stale(&errno(e)), "errno {e}");
+        }
+    }
+
+    #[test]
+    fn a_socket_nobody_serves_is_replaced_and_a_live_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let listener = bind(&path, 0o600).expect("stale socket replaced");
+        match bind(&path, 0o600) {
+            Err(SocketError::InUse { owner, .. }) => assert!(owner.starts_with("uid "), "{owner}"),
+            other => panic!("a live socket was not refused: {other:?}"),
+        }
+        drop(listener);
+    }
+
+    #[test]
+    fn owners_are_named() {
+        assert_eq!(user_name(0).as_deref(), Some("root"));
+        assert_eq!(user_name(4_000_000_000), None);
     }
 }
