@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("inspectord: error: {e}");
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!("  caused by: {}", cause.to_string().trim());
             }
             // Under systemd, `systemctl status` shows why the daemon stopped.
             if let Some(n) = Notifier::from_env() {
