@@ -5,7 +5,10 @@
 //! that stops reading fills its kernel buffer, then its queue, and is disconnected when the
 //! queue overflows. Nothing the server does blocks, so a slow client never slows the pipeline
 //! or the other clients. Each client gets a `hello` line, then every verdict from the moment it
-//! connected. Incoming bytes are read and discarded (protocol v1 is one-way).
+//! connected. Incoming bytes are read and discarded (protocol v1 is one-way); a client that
+//! half-closes (end of its input) keeps receiving until a write to it fails or it hangs up.
+//! Clients that hung up are reaped before new ones are accepted, so churn never fills the
+//! socket; refusals over `max_clients` are counted and logged at most once a second.
 //!
 //! Shutdown: when the [`Broadcaster`] is dropped, the loop flushes what is queued (for at most
 //! [`DRAIN_TIMEOUT`]), closes every client and removes the socket file it created.
@@ -29,6 +32,9 @@ const FIRST_CLIENT: usize = 2;
 
 /// How long queued lines may take to reach clients at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// At most one "socket full" warning per this interval; the others are counted.
+const REFUSAL_WARN_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
@@ -196,6 +202,9 @@ impl Drop for Broadcaster {
 struct Client {
     id: u64,
     stream: UnixStream,
+    /// `false` once the client shut down its sending side: nothing more to read, but it is
+    /// still served.
+    reading: bool,
     queue: VecDeque<Arc<str>>,
     /// Bytes of the front line already written.
     offset: usize,
@@ -245,6 +254,7 @@ pub struct SocketServer {
     settings: SocketSettings,
     connected: Arc<AtomicUsize>,
     evicted: u64,
+    refusals: Refusals,
     /// The loop's own handle on the waker, so its eventfd stays open while the loop runs: mio
     /// delivers wake-ups only while the `Waker` is alive, and the broadcaster's last wake-up (in
     /// its `Drop`) would otherwise be lost when the broadcaster closes the fd right after it.
@@ -286,6 +296,7 @@ impl SocketServer {
             settings,
             connected: connected.clone(),
             evicted: 0,
+            refusals: Refusals::default(),
             _waker: waker.clone(),
         };
         Ok((
@@ -313,10 +324,13 @@ impl SocketServer {
                 self.cleanup();
                 return Err(SocketError::Poll(e));
             }
+            // Clients first: one that hung up is reaped before the listener accepts new ones.
+            let mut accept = false;
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => accept = true,
                     WAKER => closing |= self.take_lines(),
+                    token if event.is_write_closed() => self.remove(token, "closed by client"),
                     token => {
                         if event.is_readable() {
                             self.read(token);
@@ -326,6 +340,9 @@ impl SocketServer {
                         }
                     }
                 }
+            }
+            if accept {
+                self.accept();
             }
             if closing {
                 let drained = self.clients.values().all(|c| c.queue.is_empty());
@@ -343,10 +360,10 @@ impl SocketServer {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
                     if self.clients.len() >= self.settings.max_clients {
-                        tracing::warn!(
-                            max_clients = self.settings.max_clients,
-                            "verdict socket full; refusing a client"
-                        );
+                        self.reap_hung_up();
+                    }
+                    if self.clients.len() >= self.settings.max_clients {
+                        self.refusals.refused(self.settings.max_clients);
                         continue;
                     }
                     let token = Token(self.next_token);
@@ -364,6 +381,7 @@ impl SocketServer {
                     let mut client = Client {
                         id,
                         stream,
+                        reading: true,
                         queue: VecDeque::new(),
                         offset: 0,
                     };
@@ -440,13 +458,29 @@ impl SocketServer {
     }
 
     fn read(&mut self, token: Token) {
-        let Some(client) = self.clients.get_mut(&token) else {
+        let Some(client) = self.clients.get_mut(&token).filter(|c| c.reading) else {
             return;
         };
         let mut buf = [0u8; 4096];
         loop {
             match client.stream.read(&mut buf) {
-                Ok(0) => return self.remove(token, "closed by client"),
+                // End of the client's input, not of the connection: keep sending to it.
+                Ok(0) => {
+                    client.reading = false;
+                    tracing::debug!(
+                        client = client.id,
+                        "verdict client closed its sending side; still serving it"
+                    );
+                    let registered = self.poll.registry().reregister(
+                        &mut client.stream,
+                        token,
+                        Interest::WRITABLE,
+                    );
+                    if registered.is_err() {
+                        self.remove(token, "cannot re-register");
+                    }
+                    return;
+                }
                 Ok(n) => tracing::debug!(
                     client = client.id,
                     bytes = n,
@@ -455,6 +489,32 @@ impl SocketServer {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return self.remove(token, "read failed"),
+            }
+        }
+    }
+
+    /// Removes the clients that have hung up (or failed) but whose event has not been handled
+    /// yet, so a full socket refuses only when it is really full.
+    fn reap_hung_up(&mut self) {
+        use std::os::fd::AsRawFd;
+        let tokens: Vec<Token> = self.clients.keys().copied().collect();
+        let mut fds: Vec<libc::pollfd> = tokens
+            .iter()
+            .filter_map(|t| self.clients.get(t))
+            .map(|c| libc::pollfd {
+                fd: c.stream.as_raw_fd(),
+                events: 0, // POLLHUP and POLLERR are always reported
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures; timeout 0.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+        if ready <= 0 {
+            return;
+        }
+        for (token, fd) in tokens.into_iter().zip(&fds) {
+            if fd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                self.remove(token, "closed by client");
             }
         }
     }
@@ -492,6 +552,45 @@ impl SocketServer {
                 "slow verdict clients were disconnected during this run"
             );
         }
+        if self.refusals.total > 0 {
+            tracing::info!(
+                refused_total = self.refusals.total,
+                max_clients = self.settings.max_clients,
+                "verdict clients refused during this run (socket full)"
+            );
+        }
+    }
+}
+
+/// Connections refused because the socket was full: all counted, at most one warning per
+/// [`REFUSAL_WARN_INTERVAL`] (a client hammering a full socket must not flood the journal).
+#[derive(Default)]
+struct Refusals {
+    total: u64,
+    /// Refusals since the last warning, not logged one by one.
+    suppressed: u64,
+    last_warning: Option<Instant>,
+}
+
+impl Refusals {
+    fn refused(&mut self, max_clients: usize) {
+        self.total += 1;
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_some_and(|t| now.duration_since(t) < REFUSAL_WARN_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            max_clients,
+            refused_total = self.total,
+            suppressed = self.suppressed,
+            "verdict socket full; refusing a client (logged at most once a second)"
+        );
+        self.suppressed = 0;
+        self.last_warning = Some(now);
     }
 }
 
