@@ -266,6 +266,8 @@ fn start(p: Prepared, mut sinks: Vec<Box<dyn Sink>>, wait_clients: usize) -> Res
         failures,
     } = p;
     let model_sha256: Arc<str> = Arc::from(l.model.sha256.as_str());
+    // Before the socket is bound: a stop signal from now on drains and removes the socket file.
+    let signals = pipeline::SignalHandlers::install(Some(reloader(&l)))?;
     let socket = socket(&l, &scorer)?;
     let wait_clients = match (&socket, wait_clients) {
         (_, 0) => None,
@@ -305,7 +307,7 @@ fn start(p: Prepared, mut sinks: Vec<Box<dyn Sink>>, wait_clients: usize) -> Res
         socket: server,
         wait_clients,
         stop: StopSignal::new(),
-        signals: Signals::Handle(Some(reloader(&l))),
+        signals: Signals::Handle(signals),
         notifier: Notifier::from_env(),
         stall_timeout: l.config.runtime.stall_timeout,
     })?;

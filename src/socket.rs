@@ -146,12 +146,13 @@ pub fn bind(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener, 
             path: path.into(),
             source,
         })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
-        SocketError::Bind {
+    if let Err(source) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        let _ = std::fs::remove_file(path); // just created by this process
+        return Err(SocketError::Bind {
             path: path.into(),
             source,
-        }
-    })?;
+        });
+    }
     Ok(listener)
 }
 
@@ -270,17 +271,23 @@ impl SocketServer {
         hello: String,
         settings: SocketSettings,
     ) -> Result<(SocketServer, Broadcaster), SocketError> {
-        listener.set_nonblocking(true).map_err(SocketError::Poll)?;
-        let mut listener = UnixListener::from_std(listener);
-        let poll = Poll::new().map_err(SocketError::Poll)?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(SocketError::Poll)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(SocketError::Poll)?);
         let owned_path = owned_path.and_then(|p| {
             let meta = std::fs::symlink_metadata(&p).ok()?;
             Some((p, meta.dev(), meta.ino()))
         });
+        let remove_owned = |e| {
+            if let Some((path, _, _)) = &owned_path {
+                let _ = std::fs::remove_file(path);
+            }
+            SocketError::Poll(e)
+        };
+        listener.set_nonblocking(true).map_err(remove_owned)?;
+        let mut listener = UnixListener::from_std(listener);
+        let poll = Poll::new().map_err(remove_owned)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(remove_owned)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(remove_owned)?);
         let (tx, rx) = bounded(4096);
         let connected = Arc::new(AtomicUsize::new(0));
         let hello: SharedHello = Arc::new(Mutex::new(Arc::from(hello)));
@@ -533,19 +540,25 @@ impl SocketServer {
         }
     }
 
+    /// Removes the socket file this process created, once (never a successor's: checked by
+    /// device and inode).
+    fn remove_socket_file(&mut self) {
+        if let Some((path, dev, ino)) = self.owned_path.take()
+            && let Ok(meta) = std::fs::symlink_metadata(&path)
+            && meta.dev() == dev
+            && meta.ino() == ino
+            && let Err(e) = std::fs::remove_file(&path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove the verdict socket");
+        }
+    }
+
     fn cleanup(&mut self) {
         let tokens: Vec<Token> = self.clients.keys().copied().collect();
         for token in tokens {
             self.remove(token, "daemon stopping");
         }
-        if let Some((path, dev, ino)) = &self.owned_path
-            && let Ok(meta) = std::fs::symlink_metadata(path)
-            && meta.dev() == *dev
-            && meta.ino() == *ino
-            && let Err(e) = std::fs::remove_file(path)
-        {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove the verdict socket");
-        }
+        self.remove_socket_file();
         if self.evicted > 0 {
             tracing::info!(
                 evicted = self.evicted,
@@ -559,6 +572,13 @@ impl SocketServer {
                 "verdict clients refused during this run (socket full)"
             );
         }
+    }
+}
+
+/// A server that never ran (start-up failed after binding) still removes its socket file.
+impl Drop for SocketServer {
+    fn drop(&mut self) {
+        self.remove_socket_file();
     }
 }
 

@@ -247,3 +247,47 @@ fn live_socket_of_another_user_is_not_taken_over() {
         "the live listener lost its socket"
     );
 }
+
+/// Issue 11: SIGTERM between binding the socket and installing the signal handlers (while the
+/// workers' ONNX Runtime sessions are created) killed the process and left the socket file
+/// behind. The handlers are installed before binding: the stop drains and removes the file.
+#[test]
+fn sigterm_right_after_binding_leaves_no_socket_file() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let images = tmp.path().join("images");
+    art.copy_heldout(&images, 2, 1);
+    let socket = tmp.path().join("v.sock");
+    let mut cfg = TestConfig::new(&art, &images);
+    cfg.socket = Some(socket.clone());
+    cfg.looping = true;
+    cfg.fps = 20.0;
+    cfg.workers = 4; // a longer start-up after binding
+    let config = cfg.write(&tmp.path().join("inspectord.toml"));
+    let daemon = common::spawn(
+        common::command(
+            tmp.path(),
+            ["replay".as_ref(), "--config".as_ref(), config.as_os_str()],
+        ),
+        LIMIT,
+    );
+    let deadline = Instant::now() + LIMIT;
+    while std::fs::symlink_metadata(&socket).is_err() {
+        assert!(
+            Instant::now() < deadline && daemon.try_status().is_none(),
+            "no socket file:\n{}",
+            daemon.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    daemon.signal(libc::SIGTERM);
+    let done = daemon.wait(LIMIT);
+    assert!(
+        !socket.exists(),
+        "the socket file is left behind ({}):\n{}",
+        done.status,
+        done.stderr
+    );
+    done.assert_success();
+    common::assert_seq_contiguous(&common::parse_json_lines(&done.stdout));
+}

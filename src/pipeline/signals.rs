@@ -80,13 +80,38 @@ impl SighupReload {
 
 pub(super) type SignalWatch = (signal_hook::iterator::Handle, JoinHandle<()>);
 
+/// SIGINT, SIGTERM and SIGHUP handlers, installed but not yet served: a signal that arrives
+/// before the pipeline runs (say, while the workers' sessions are created after the socket was
+/// bound) is kept and handled as soon as it starts, so the process never dies of it by default
+/// and always cleans up (the socket file).
+pub struct SignalHandlers {
+    signals: signal_hook::iterator::Signals,
+    reload: Option<Reload>,
+}
+
+impl SignalHandlers {
+    /// Installs the handlers now; `reload` answers SIGHUP once the pipeline runs.
+    pub fn install(reload: Option<Reload>) -> Result<Self, PipelineError> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .map_err(PipelineError::Signals)?;
+        Ok(Self { signals, reload })
+    }
+
+    /// Takes the reload hook out (it goes to the SIGHUP handling of the signal thread).
+    pub(super) fn take_reload(&mut self) -> Option<Reload> {
+        self.reload.take()
+    }
+}
+
+/// Serves the installed handlers on the `signals` thread.
 pub(super) fn watch(
     stop: &StopSignal,
+    handlers: SignalHandlers,
     mut hup: SighupReload,
 ) -> Result<SignalWatch, PipelineError> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .map_err(PipelineError::Signals)?;
+    use signal_hook::consts::SIGHUP;
+    let mut signals = handlers.signals;
     let handle = signals.handle();
     let stop = stop.clone();
     let thread = spawn("signals", move || {
