@@ -208,10 +208,7 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
         notifier: notifier.clone(),
     };
     let signals = match signals {
-        Signals::Handle(mut handlers) => {
-            let reload = handlers.take_reload();
-            Some(signals::watch(&stop, handlers, hup(reload))?)
-        }
+        Signals::Handle(handlers) => Some(signals::watch(&stop, handlers, hup)?),
         Signals::Ignore => None,
     };
     let socket_thread = socket

@@ -97,21 +97,21 @@ impl SignalHandlers {
             .map_err(PipelineError::Signals)?;
         Ok(Self { signals, reload })
     }
-
-    /// Takes the reload hook out (it goes to the SIGHUP handling of the signal thread).
-    pub(super) fn take_reload(&mut self) -> Option<Reload> {
-        self.reload.take()
-    }
 }
 
-/// Serves the installed handlers on the `signals` thread.
+/// Serves the installed handlers on the `signals` thread; `hup` builds SIGHUP's handling around
+/// the handlers' reload hook.
 pub(super) fn watch(
     stop: &StopSignal,
     handlers: SignalHandlers,
-    mut hup: SighupReload,
+    hup: impl FnOnce(Option<Reload>) -> SighupReload,
 ) -> Result<SignalWatch, PipelineError> {
     use signal_hook::consts::SIGHUP;
-    let mut signals = handlers.signals;
+    let SignalHandlers {
+        mut signals,
+        reload,
+    } = handlers;
+    let mut hup = hup(reload);
     let handle = signals.handle();
     let stop = stop.clone();
     let thread = spawn("signals", move || {
