@@ -4,11 +4,12 @@
 //!
 //! Only regular files are read (after following symlinks), and only up to `max_file_mb`: a FIFO
 //! would block the source forever and a device (`/dev/zero`) would fill memory, so such an entry
-//! becomes an `error` verdict with its reason, checked before the file is opened and again on the
-//! opened file.
+//! becomes an `error` verdict with its reason, decided before anything is opened for reading
+//! (see [`read_frame`]).
 
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -63,51 +64,74 @@ fn kind_of(t: std::fs::FileType) -> &'static str {
     }
 }
 
-/// Reads one image file: a regular file (symlinks followed) of at most `max_bytes`. Never
-/// blocks on a FIFO or reads a device; the opened file is checked again (it may have been
-/// replaced since the first look) and read no further than `max_bytes`.
+/// Reads one image file: a regular file (symlinks followed) of at most `max_bytes`. A FIFO or a
+/// device is never opened for reading: the path is resolved with `O_PATH` (which opens nothing),
+/// checked, and the very file checked is then opened through `/proc/self/fd`, so it cannot be
+/// swapped for a FIFO in between. The only wait left is the kernel's: a write lease another
+/// process holds on the file delays the open by at most `fs.lease-break-time`.
 pub fn read_frame(path: &Path, max_bytes: u64) -> Result<Vec<u8>, FrameReadError> {
     let io = |source| FrameReadError::Io {
         path: path.into(),
         source,
     };
-    let check = |meta: &std::fs::Metadata| {
-        if !meta.is_file() {
-            return Err(FrameReadError::NotRegular {
-                path: path.into(),
-                kind: kind_of(meta.file_type()),
-            });
-        }
-        if meta.len() > max_bytes {
-            return Err(FrameReadError::TooLarge {
-                path: path.into(),
-                bytes: meta.len(),
-                max_mb: max_bytes.div_ceil(1024 * 1024),
-            });
-        }
-        Ok(())
+    let too_large = |bytes| FrameReadError::TooLarge {
+        path: path.into(),
+        bytes,
+        max_mb: max_bytes.div_ceil(1024 * 1024),
     };
-    check(&std::fs::metadata(path).map_err(io)?)?;
-    // O_NONBLOCK: opening a FIFO swapped in after the check does not wait for a writer.
-    let file = std::fs::OpenOptions::new()
+    let handle = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(libc::O_PATH)
         .open(path)
         .map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    check(&meta)?;
+    let meta = handle.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(FrameReadError::NotRegular {
+            path: path.into(),
+            kind: kind_of(meta.file_type()),
+        });
+    }
+    if meta.len() > max_bytes {
+        return Err(too_large(meta.len()));
+    }
+    let file = reopen(&handle, path, &meta).map_err(io)?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(max_bytes + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
     if bytes.len() as u64 > max_bytes {
-        return Err(FrameReadError::TooLarge {
-            path: path.into(),
-            bytes: bytes.len() as u64,
-            max_mb: max_bytes.div_ceil(1024 * 1024),
-        });
+        return Err(too_large(bytes.len() as u64));
     }
     Ok(bytes)
+}
+
+/// Opens for reading the file `handle` (an `O_PATH` descriptor) refers to. Without `/proc`, the
+/// path is opened without blocking and must still be the same file.
+fn reopen(
+    handle: &std::fs::File,
+    path: &Path,
+    meta: &std::fs::Metadata,
+) -> std::io::Result<std::fs::File> {
+    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+    let flags = libc::O_NOCTTY;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(by_fd)
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags | libc::O_NONBLOCK)
+                .open(path)?;
+            let now = file.metadata()?;
+            if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+                return Err(std::io::Error::other("replaced while being opened"));
+            }
+            Ok(file)
+        }
+        opened => opened,
+    }
 }
 
 pub struct ReplaySource {
