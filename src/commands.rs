@@ -13,7 +13,7 @@ use crate::failures::FailureLog;
 use crate::inspect::{Inspector, Scorer};
 use crate::onnxruntime::{self, Runtime};
 use crate::pipeline::{self, Input, Pipeline, Signals, Tally, Triggering, WaitClients};
-use crate::preprocess::Preprocessor;
+use crate::preprocess::{ImageLimits, Preprocessor};
 use crate::references::{ReferenceMeta, ReferenceSet};
 use crate::report::Labels;
 use crate::score::{self, Embeddings, Scoring};
@@ -98,10 +98,12 @@ fn inspectors(l: &Loaded, n: usize) -> Result<Vec<Inspector>> {
             let encoder = l
                 .model
                 .encoder(l.runtime, l.config.runtime.intra_op_threads)?;
-            Ok(Inspector::new(
-                Preprocessor::new(l.model.contract.clone()),
-                encoder,
-            ))
+            let limits = ImageLimits {
+                max_width: l.config.runtime.max_image_width,
+                max_height: l.config.runtime.max_image_height,
+            };
+            let pre = Preprocessor::new(l.model.contract.clone()).with_limits(limits);
+            Ok(Inspector::new(pre, encoder))
         })
         .collect()
 }
@@ -266,6 +268,8 @@ fn start(p: Prepared, mut sinks: Vec<Box<dyn Sink>>, wait_clients: usize) -> Res
         failures,
     } = p;
     let model_sha256: Arc<str> = Arc::from(l.model.sha256.as_str());
+    // Before the socket is bound: a stop signal from now on drains and removes the socket file.
+    let signals = pipeline::SignalHandlers::install(Some(reloader(&l)))?;
     let socket = socket(&l, &scorer)?;
     let wait_clients = match (&socket, wait_clients) {
         (_, 0) => None,
@@ -305,7 +309,7 @@ fn start(p: Prepared, mut sinks: Vec<Box<dyn Sink>>, wait_clients: usize) -> Res
         socket: server,
         wait_clients,
         stop: StopSignal::new(),
-        signals: Signals::Handle(Some(reloader(&l))),
+        signals: Signals::Handle(signals),
         notifier: Notifier::from_env(),
         stall_timeout: l.config.runtime.stall_timeout,
     })?;
@@ -378,9 +382,12 @@ pub fn enroll(
     false_reject_rate: f64,
 ) -> Result<String> {
     let l = load_model(config_path)?;
-    let extensions = match &l.config.source {
-        SourceConfig::Replay(r) => r.extensions.clone(),
-        SourceConfig::Uvc(_) | SourceConfig::Genicam(_) => default_extensions(),
+    let (extensions, max_file_bytes) = match &l.config.source {
+        SourceConfig::Replay(r) => (r.extensions.clone(), r.max_file_bytes),
+        SourceConfig::Uvc(_) | SourceConfig::Genicam(_) => (
+            default_extensions(),
+            defaults::REPLAY_MAX_FILE_MB * 1024 * 1024,
+        ),
     };
     let files = replay::list_images(images, &extensions)?;
     if files.len() < 2 {
@@ -394,7 +401,7 @@ pub fn enroll(
     let mut data = Vec::with_capacity(files.len() * l.model.contract.embedding_dim);
     let mut problems = Vec::new();
     for f in &files {
-        let embedded = std::fs::read(f)
+        let embedded = replay::read_frame(f, max_file_bytes)
             .map_err(anyhow::Error::from)
             .and_then(|bytes| Ok(inspector.embed(&Payload::Encoded(bytes))?));
         match embedded {

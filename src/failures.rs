@@ -5,6 +5,10 @@
 //! File names sort by time: `<UTC time>-seq<seq>-<verdict>-<frame id>.<ext>`. Decoded frames are
 //! saved as PNG; frames that arrived encoded keep their original bytes (so a corrupt file is kept
 //! exactly as it came).
+//!
+//! The directory may hold other files: the log counts and removes only regular files whose name
+//! is exactly its own pattern ([`is_own_image`]). Symlinks, directories, FIFOs and any other
+//! name are never counted, followed or removed.
 
 use std::collections::VecDeque;
 use std::io::Cursor;
@@ -45,9 +49,11 @@ impl FailureLog {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(err)? {
             let entry = entry.map_err(err)?;
-            let meta = entry.metadata().map_err(err)?;
-            if meta.is_file() {
-                files.push((entry.path(), meta.len()));
+            // `file_type` and `metadata` of a directory entry do not follow symlinks.
+            let own = entry.file_type().map_err(err)?.is_file()
+                && entry.file_name().to_str().is_some_and(is_own_image);
+            if own {
+                files.push((entry.path(), entry.metadata().map_err(err)?.len()));
             }
         }
         files.sort();
@@ -96,7 +102,7 @@ impl FailureLog {
             let Some((old, n)) = self.files.pop_front() else {
                 break;
             };
-            match std::fs::remove_file(&old) {
+            match remove_own(&old) {
                 Ok(()) => self.total -= n,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.total -= n,
                 Err(e) => {
@@ -117,7 +123,13 @@ impl FailureLog {
         );
         let path = self.dir.join(name);
         let tmp = path.with_extension("part");
-        let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path));
+        // `create_new` never follows (or replaces) whatever is already at that name.
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
             return Err(FailureLogError::Write {
@@ -129,6 +141,61 @@ impl FailureLog {
         self.files.push_back((path.clone(), size));
         Ok(path)
     }
+}
+
+/// Removes one of the log's own files, if it still is a regular file (never what replaced it).
+fn remove_own(path: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no longer a regular file",
+        ));
+    }
+    std::fs::remove_file(path)
+}
+
+/// Whether `name` is exactly what [`FailureLog::save`] writes:
+/// `YYYY-MM-DDTHHMMSS.ffffffZ-seq<10 to 20 digits>-<fail|error>-<id>.<ext>` (the id: at most 64
+/// of `[A-Za-z0-9_-]`; the extension: 1 to 5 lower-case letters or digits, `part` while writing).
+pub fn is_own_image(name: &str) -> bool {
+    const STAMP: &str = "dddd-dd-ddTdddddd.ddddddZ";
+    let Some((stamp, rest)) = name.split_at_checked(STAMP.len()) else {
+        return false;
+    };
+    let stamp_ok = stamp.bytes().zip(STAMP.bytes()).all(|(c, p)| {
+        if p == b'd' {
+            c.is_ascii_digit()
+        } else {
+            c == p
+        }
+    });
+    let Some(rest) = rest.strip_prefix("-seq") else {
+        return false;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let Some(rest) = rest[digits..].strip_prefix('-') else {
+        return false;
+    };
+    let Some(rest) = ["fail-", "error-"]
+        .iter()
+        .find_map(|v| rest.strip_prefix(v))
+    else {
+        return false;
+    };
+    let Some((id, ext)) = rest.rsplit_once('.') else {
+        return false;
+    };
+    stamp_ok
+        && (10..=20).contains(&digits)
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        && (1..=5).contains(&ext.len())
+        && ext
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
 fn extension_of(frame_id: &str) -> String {
@@ -192,6 +259,41 @@ mod tests {
         // a reopened log sees the files and keeps counting them
         let log = FailureLog::open(dir.path(), 250).unwrap();
         assert_eq!(log.used(), 200);
+    }
+
+    #[test]
+    fn own_names_are_recognised_strictly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = FailureLog::open(dir.path(), 10_000).unwrap();
+        for (id, payload) in [
+            ("cell 7.png", Payload::Encoded(vec![1])),
+            ("", Payload::Encoded(vec![1])),
+            ("x.JPEG", Payload::Encoded(vec![1])),
+        ] {
+            let p = log.save(12, "fail", id, &payload).unwrap();
+            let name = p.file_name().unwrap().to_str().unwrap();
+            assert!(is_own_image(name), "{name}");
+        }
+        for name in [
+            "2026-11-28T161645.276158Z-seq0000000001-fail-cell.png",
+            "2026-11-28T161645.276158Z-seq00000000000000000001-error-a-b_c.bin",
+            "2026-11-28T161645.276158Z-seq0000000001-error-.part",
+        ] {
+            assert!(is_own_image(name), "{name}");
+        }
+        for name in [
+            "references.safetensors",
+            "2026-11-28T161645.276158Z-seq0000000001-pass-cell.png",
+            "2026-11-28T161645.276158Z-seq1-fail-cell.png",
+            "2026-11-28T16:16:45.276158Z-seq0000000001-fail-cell.png",
+            "2026-11-28T161645.276158Z-seq0000000001-fail-cell.png.bak",
+            "2026-11-28T161645.276158Z-seq0000000001-fail-ce ll.png",
+            "2026-11-28T161645.276158Z-seq0000000001-fail-cell.PNG",
+            "2026-11-28T161645.276158Z-seq0000000001-fail-cell",
+            "x026-11-28T161645.276158Z-seq0000000001-fail-cell.png",
+        ] {
+            assert!(!is_own_image(name), "{name}");
+        }
     }
 
     #[test]

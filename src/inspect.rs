@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::config::ScoringConfig;
 use crate::encoder::{EncodeError, Encoder};
-use crate::preprocess::{self, PreprocessError, Preprocessor};
+use crate::preprocess::{PreprocessError, Preprocessor};
 use crate::references::ReferenceSet;
 use crate::score::{self, Scoring};
 use crate::soart3::Orders;
@@ -44,7 +44,7 @@ impl Inspector {
     pub fn embed(&mut self, payload: &Payload) -> Result<Vec<f32>, InspectError> {
         match payload {
             Payload::Encoded(bytes) => {
-                let image = preprocess::decode(bytes)?;
+                let image = self.pre.decode(bytes)?;
                 self.pre.tensor(&image, &mut self.tensor)?;
             }
             Payload::Decoded(image) => self.pre.tensor(image, &mut self.tensor)?,

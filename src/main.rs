@@ -13,20 +13,23 @@ use inspectord::service::Notifier;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.log, cli.log_format, std::io::stderr().is_terminal());
-    match dispatch(cli.command) {
+    let code = match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("inspectord: error: {e}");
+            let mut text = format!("inspectord: error: {}\n", e.to_string().trim());
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                text += &format!("  caused by: {}\n", cause.to_string().trim());
             }
+            logging::eprint(&text);
             // Under systemd, `systemctl status` shows why the daemon stopped.
             if let Some(n) = Notifier::from_env() {
                 n.status(&format!("failed: {e:#}"));
             }
             ExitCode::FAILURE
         }
-    }
+    };
+    logging::report_lost();
+    code
 }
 
 fn dispatch(command: Command) -> anyhow::Result<()> {

@@ -25,6 +25,15 @@ pub enum PreprocessError {
     Empty,
     #[error("cannot decode image: {0}")]
     Decode(String),
+    #[error(
+        "image is {width}x{height} pixels, larger than the limit of {max_width}x{max_height} (runtime.max_image_width, max_image_height)"
+    )]
+    TooLarge {
+        width: u32,
+        height: u32,
+        max_width: u32,
+        max_height: u32,
+    },
     #[error("image has no pixels ({width}x{height})")]
     NoPixels { width: u32, height: u32 },
     #[error("cannot resize image: {0}")]
@@ -34,25 +43,78 @@ pub enum PreprocessError {
 /// Largest decoded image accepted (bytes of pixel data); guards against decompression bombs.
 pub const MAX_DECODED_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Decodes an encoded image (PNG, JPEG, BMP, TIFF, PNM), guessing the format from its content.
+/// Scratch memory a [`Preprocessor`] keeps between frames (`f32` values, 16 MiB: a 2048x2048
+/// gray frame); a bigger frame's buffers are released after it, so one huge frame does not
+/// leave every worker holding its size.
+const RETAINED_SCRATCH: usize = 4 << 20;
+
+/// The largest image accepted, in pixels (`[runtime] max_image_width`, `max_image_height`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    pub max_width: u32,
+    pub max_height: u32,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        Self {
+            max_width: crate::config::defaults::MAX_IMAGE_WIDTH,
+            max_height: crate::config::defaults::MAX_IMAGE_HEIGHT,
+        }
+    }
+}
+
+impl ImageLimits {
+    fn check(&self, width: u32, height: u32) -> Result<(), PreprocessError> {
+        if width > self.max_width || height > self.max_height {
+            return Err(PreprocessError::TooLarge {
+                width,
+                height,
+                max_width: self.max_width,
+                max_height: self.max_height,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A decoder's message as one line (some end with a newline).
+fn decode_error(e: image::ImageError) -> PreprocessError {
+    PreprocessError::Decode(e.to_string().trim().to_string())
+}
+
+/// Decodes an encoded image (PNG, JPEG, BMP, TIFF, PNM), guessing the format from its content,
+/// within the default [`ImageLimits`].
 pub fn decode(bytes: &[u8]) -> Result<DynamicImage, PreprocessError> {
+    decode_within(bytes, ImageLimits::default())
+}
+
+/// [`decode`] within `limits`: the dimensions are read from the header first, so an image
+/// beyond them is refused before any pixel memory is allocated.
+pub fn decode_within(bytes: &[u8], limits: ImageLimits) -> Result<DynamicImage, PreprocessError> {
     if bytes.is_empty() {
         return Err(PreprocessError::Empty);
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(MAX_DECODED_BYTES);
-    reader.limits(limits);
-    reader
-        .decode()
-        .map_err(|e| PreprocessError::Decode(e.to_string()))
+    let reader = || {
+        ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| PreprocessError::Decode(e.to_string().trim().to_string()))
+    };
+    let (width, height) = reader()?.into_dimensions().map_err(decode_error)?;
+    limits.check(width, height)?;
+    let mut reader = reader()?;
+    let mut alloc = image::Limits::default();
+    alloc.max_alloc = Some(MAX_DECODED_BYTES);
+    alloc.max_image_width = Some(limits.max_width);
+    alloc.max_image_height = Some(limits.max_height);
+    reader.limits(alloc);
+    reader.decode().map_err(decode_error)
 }
 
 /// Turns images into input tensors; owns its scratch buffers, so one per worker.
 pub struct Preprocessor {
     contract: ModelContract,
+    limits: ImageLimits,
     resizer: fir::Resizer,
     options: fir::ResizeOptions,
     scaled: Vec<f32>,
@@ -74,6 +136,7 @@ impl Preprocessor {
         let resized = vec![0.0; contract.input_len()];
         Self {
             contract,
+            limits: ImageLimits::default(),
             resizer: fir::Resizer::new(),
             options,
             scaled: Vec::new(),
@@ -81,7 +144,19 @@ impl Preprocessor {
         }
     }
 
-    /// Writes the NCHW tensor of `image` into `out` (resized to C·H·W values).
+    /// The largest image [`Preprocessor::decode`] and [`Preprocessor::tensor`] accept.
+    pub fn with_limits(mut self, limits: ImageLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// [`decode`] within this preprocessor's limits.
+    pub fn decode(&self, bytes: &[u8]) -> Result<DynamicImage, PreprocessError> {
+        decode_within(bytes, self.limits)
+    }
+
+    /// Writes the NCHW tensor of `image` into `out` (resized to C·H·W values). Scratch buffers
+    /// grown beyond what is kept between frames are released afterwards.
     pub fn tensor(
         &mut self,
         image: &DynamicImage,
@@ -91,6 +166,28 @@ impl Preprocessor {
         if width == 0 || height == 0 {
             return Err(PreprocessError::NoPixels { width, height });
         }
+        self.limits.check(width, height)?;
+        let result = self.tensor_of(image, out);
+        if self.scaled.capacity() > RETAINED_SCRATCH {
+            self.scaled = Vec::new();
+        }
+        if self.resizer.size_of_internal_buffers() > RETAINED_SCRATCH * 4 {
+            self.resizer.reset_internal_buffers();
+        }
+        result
+    }
+
+    /// The scratch memory kept now (bytes).
+    pub fn scratch_bytes(&self) -> usize {
+        self.scaled.capacity() * 4 + self.resizer.size_of_internal_buffers()
+    }
+
+    fn tensor_of(
+        &mut self,
+        image: &DynamicImage,
+        out: &mut Vec<f32>,
+    ) -> Result<(), PreprocessError> {
+        let (width, height) = (image.width(), image.height());
         let c = self.contract.channels as usize;
         let scale = self.contract.pixel_scale;
         self.scaled.clear();
@@ -257,6 +354,54 @@ mod tests {
         assert_eq!(luma_601(&[0, 0, 255]), 29);
         assert_eq!(luma_601(&[255, 255, 255]), 255);
         assert_eq!(luma_601(&[10, 200, 30]), 124);
+    }
+
+    #[test]
+    fn images_beyond_the_limits_are_refused_and_big_scratch_is_released() {
+        let limits = ImageLimits {
+            max_width: 3000,
+            max_height: 2000,
+        };
+        let mut png = Vec::new();
+        DynamicImage::ImageLuma8(GrayImage::new(3001, 8))
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        match decode_within(&png, limits) {
+            Err(e @ PreprocessError::TooLarge { width: 3001, .. }) => assert!(
+                e.to_string()
+                    .starts_with("image is 3001x8 pixels, larger than the limit of 3000x2000"),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let mut p = Preprocessor::new(contract(4, 4, 1)).with_limits(limits);
+        let mut out = Vec::new();
+        let big = DynamicImage::ImageLuma8(GrayImage::new(3000, 2000));
+        p.tensor(&big, &mut out).unwrap();
+        assert!(
+            p.scratch_bytes() <= RETAINED_SCRATCH * 4,
+            "{} bytes kept",
+            p.scratch_bytes()
+        );
+        let tall = DynamicImage::ImageLuma8(GrayImage::new(8, 2001));
+        assert!(matches!(
+            p.tensor(&tall, &mut out),
+            Err(PreprocessError::TooLarge { height: 2001, .. })
+        ));
+        let small = DynamicImage::ImageLuma8(GrayImage::new(64, 64));
+        p.tensor(&small, &mut out).unwrap();
+        assert!(p.scratch_bytes() > 0, "small frames keep their scratch");
+    }
+
+    #[test]
+    fn decoder_messages_are_one_line() {
+        // a JPEG cut off after its start marker: the decoder's I/O message ends with a newline
+        for jpeg in [&[0xff, 0xd8, 0xff][..], &[0xff, 0xd8, 0xff, 0xe0, 0x00]] {
+            let e = decode(jpeg).unwrap_err();
+            let text = crate::error::chain(&e);
+            assert!(text.starts_with("cannot decode image: "), "{text:?}");
+            assert!(!text.contains('\n') && text == text.trim(), "{text:?}");
+        }
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! that stops reading fills its kernel buffer, then its queue, and is disconnected when the
 //! queue overflows. Nothing the server does blocks, so a slow client never slows the pipeline
 //! or the other clients. Each client gets a `hello` line, then every verdict from the moment it
-//! connected. Incoming bytes are read and discarded (protocol v1 is one-way).
+//! connected. Incoming bytes are read and discarded (protocol v1 is one-way); a client that
+//! half-closes (end of its input) keeps receiving until a write to it fails or it hangs up.
+//! Clients that hung up are reaped before new ones are accepted, so churn never fills the
+//! socket; refusals over `max_clients` are counted and logged at most once a second.
 //!
 //! Shutdown: when the [`Broadcaster`] is dropped, the loop flushes what is queued (for at most
 //! [`DRAIN_TIMEOUT`]), closes every client and removes the socket file it created.
@@ -30,14 +33,28 @@ const FIRST_CLIENT: usize = 2;
 /// How long queued lines may take to reach clients at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// At most one "socket full" warning per this interval; the others are counted.
+const REFUSAL_WARN_INTERVAL: Duration = Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
     #[error("cannot create directory {path} for the verdict socket")]
     Dir { path: PathBuf, source: io::Error },
     #[error("{path} exists and is not a socket; refusing to replace it")]
     NotASocket { path: PathBuf },
-    #[error("another process is serving {path}; stop it or choose another output.socket")]
-    InUse { path: PathBuf },
+    #[error(
+        "another process is serving {path} (socket owned by {owner}); stop it or choose another output.socket"
+    )]
+    InUse { path: PathBuf, owner: String },
+    #[error(
+        "cannot tell whether {path} (socket owned by {owner}) is still served; refusing to replace it"
+    )]
+    Unverified {
+        path: PathBuf,
+        owner: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot bind verdict socket {path}")]
     Bind { path: PathBuf, source: io::Error },
     #[error("verdict socket event loop: {0}")]
@@ -51,7 +68,44 @@ pub struct SocketSettings {
     pub max_clients: usize,
 }
 
-/// Binds `path` with permission bits `mode`, replacing a stale socket file left by a crash.
+/// Whether a failed `connect()` to an existing socket file shows that nobody serves it: only
+/// `ECONNREFUSED` does. Anything else (`EACCES`: a live socket of another user; `EAGAIN`: a full
+/// backlog) may be a live daemon, whose socket must not be taken over.
+pub fn connect_error_means_stale(e: &io::Error) -> bool {
+    e.kind() == ErrorKind::ConnectionRefused
+}
+
+/// `uid N (name)`, or `uid N` when the user database does not know it.
+fn owner(meta: &std::fs::Metadata) -> String {
+    let uid = meta.uid();
+    match user_name(uid) {
+        Some(name) => format!("uid {uid} ({name})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// The user name of `uid` from the user database (`getpwuid_r`).
+fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: a zeroed `passwd` is a valid out-parameter; `buf` outlives the call and its
+    // length is passed; `pw_name` is read only when the call reports an entry.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found);
+        if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
+/// Binds `path` with permission bits `mode`, replacing a stale socket file left by a crash
+/// (one whose `connect()` is refused); a live or unverifiable socket is an error.
 pub fn bind(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener, SocketError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
@@ -63,7 +117,19 @@ pub fn bind(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener, 
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match StdUnixStream::connect(path) {
-            Ok(_) => return Err(SocketError::InUse { path: path.into() }),
+            Ok(_) => {
+                return Err(SocketError::InUse {
+                    path: path.into(),
+                    owner: owner(&meta),
+                });
+            }
+            Err(e) if !connect_error_means_stale(&e) => {
+                return Err(SocketError::Unverified {
+                    path: path.into(),
+                    owner: owner(&meta),
+                    source: e,
+                });
+            }
             Err(_) => {
                 tracing::info!(path = %path.display(), "replacing stale verdict socket");
                 std::fs::remove_file(path).map_err(|source| SocketError::Bind {
@@ -80,12 +146,13 @@ pub fn bind(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener, 
             path: path.into(),
             source,
         })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
-        SocketError::Bind {
+    if let Err(source) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        let _ = std::fs::remove_file(path); // just created by this process
+        return Err(SocketError::Bind {
             path: path.into(),
             source,
-        }
-    })?;
+        });
+    }
     Ok(listener)
 }
 
@@ -136,6 +203,9 @@ impl Drop for Broadcaster {
 struct Client {
     id: u64,
     stream: UnixStream,
+    /// `false` once the client shut down its sending side: nothing more to read, but it is
+    /// still served.
+    reading: bool,
     queue: VecDeque<Arc<str>>,
     /// Bytes of the front line already written.
     offset: usize,
@@ -185,6 +255,7 @@ pub struct SocketServer {
     settings: SocketSettings,
     connected: Arc<AtomicUsize>,
     evicted: u64,
+    refusals: Refusals,
     /// The loop's own handle on the waker, so its eventfd stays open while the loop runs: mio
     /// delivers wake-ups only while the `Waker` is alive, and the broadcaster's last wake-up (in
     /// its `Drop`) would otherwise be lost when the broadcaster closes the fd right after it.
@@ -200,17 +271,23 @@ impl SocketServer {
         hello: String,
         settings: SocketSettings,
     ) -> Result<(SocketServer, Broadcaster), SocketError> {
-        listener.set_nonblocking(true).map_err(SocketError::Poll)?;
-        let mut listener = UnixListener::from_std(listener);
-        let poll = Poll::new().map_err(SocketError::Poll)?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(SocketError::Poll)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(SocketError::Poll)?);
         let owned_path = owned_path.and_then(|p| {
             let meta = std::fs::symlink_metadata(&p).ok()?;
             Some((p, meta.dev(), meta.ino()))
         });
+        let remove_owned = |e| {
+            if let Some((path, _, _)) = &owned_path {
+                let _ = std::fs::remove_file(path);
+            }
+            SocketError::Poll(e)
+        };
+        listener.set_nonblocking(true).map_err(remove_owned)?;
+        let mut listener = UnixListener::from_std(listener);
+        let poll = Poll::new().map_err(remove_owned)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(remove_owned)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(remove_owned)?);
         let (tx, rx) = bounded(4096);
         let connected = Arc::new(AtomicUsize::new(0));
         let hello: SharedHello = Arc::new(Mutex::new(Arc::from(hello)));
@@ -226,6 +303,7 @@ impl SocketServer {
             settings,
             connected: connected.clone(),
             evicted: 0,
+            refusals: Refusals::default(),
             _waker: waker.clone(),
         };
         Ok((
@@ -253,10 +331,13 @@ impl SocketServer {
                 self.cleanup();
                 return Err(SocketError::Poll(e));
             }
+            // Clients first: one that hung up is reaped before the listener accepts new ones.
+            let mut accept = false;
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => accept = true,
                     WAKER => closing |= self.take_lines(),
+                    token if event.is_write_closed() => self.remove(token, "closed by client"),
                     token => {
                         if event.is_readable() {
                             self.read(token);
@@ -266,6 +347,9 @@ impl SocketServer {
                         }
                     }
                 }
+            }
+            if accept {
+                self.accept();
             }
             if closing {
                 let drained = self.clients.values().all(|c| c.queue.is_empty());
@@ -283,10 +367,10 @@ impl SocketServer {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
                     if self.clients.len() >= self.settings.max_clients {
-                        tracing::warn!(
-                            max_clients = self.settings.max_clients,
-                            "verdict socket full; refusing a client"
-                        );
+                        self.reap_hung_up();
+                    }
+                    if self.clients.len() >= self.settings.max_clients {
+                        self.refusals.refused(self.settings.max_clients);
                         continue;
                     }
                     let token = Token(self.next_token);
@@ -304,6 +388,7 @@ impl SocketServer {
                     let mut client = Client {
                         id,
                         stream,
+                        reading: true,
                         queue: VecDeque::new(),
                         offset: 0,
                     };
@@ -380,13 +465,29 @@ impl SocketServer {
     }
 
     fn read(&mut self, token: Token) {
-        let Some(client) = self.clients.get_mut(&token) else {
+        let Some(client) = self.clients.get_mut(&token).filter(|c| c.reading) else {
             return;
         };
         let mut buf = [0u8; 4096];
         loop {
             match client.stream.read(&mut buf) {
-                Ok(0) => return self.remove(token, "closed by client"),
+                // End of the client's input, not of the connection: keep sending to it.
+                Ok(0) => {
+                    client.reading = false;
+                    tracing::debug!(
+                        client = client.id,
+                        "verdict client closed its sending side; still serving it"
+                    );
+                    let registered = self.poll.registry().reregister(
+                        &mut client.stream,
+                        token,
+                        Interest::WRITABLE,
+                    );
+                    if registered.is_err() {
+                        self.remove(token, "cannot re-register");
+                    }
+                    return;
+                }
                 Ok(n) => tracing::debug!(
                     client = client.id,
                     bytes = n,
@@ -395,6 +496,32 @@ impl SocketServer {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return self.remove(token, "read failed"),
+            }
+        }
+    }
+
+    /// Removes the clients that have hung up (or failed) but whose event has not been handled
+    /// yet, so a full socket refuses only when it is really full.
+    fn reap_hung_up(&mut self) {
+        use std::os::fd::AsRawFd;
+        let tokens: Vec<Token> = self.clients.keys().copied().collect();
+        let mut fds: Vec<libc::pollfd> = tokens
+            .iter()
+            .filter_map(|t| self.clients.get(t))
+            .map(|c| libc::pollfd {
+                fd: c.stream.as_raw_fd(),
+                events: 0, // POLLHUP and POLLERR are always reported
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures; timeout 0.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+        if ready <= 0 {
+            return;
+        }
+        for (token, fd) in tokens.into_iter().zip(&fds) {
+            if fd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                self.remove(token, "closed by client");
             }
         }
     }
@@ -413,24 +540,115 @@ impl SocketServer {
         }
     }
 
+    /// Removes the socket file this process created, once (never a successor's: checked by
+    /// device and inode).
+    fn remove_socket_file(&mut self) {
+        if let Some((path, dev, ino)) = self.owned_path.take()
+            && let Ok(meta) = std::fs::symlink_metadata(&path)
+            && meta.dev() == dev
+            && meta.ino() == ino
+            && let Err(e) = std::fs::remove_file(&path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove the verdict socket");
+        }
+    }
+
     fn cleanup(&mut self) {
         let tokens: Vec<Token> = self.clients.keys().copied().collect();
         for token in tokens {
             self.remove(token, "daemon stopping");
         }
-        if let Some((path, dev, ino)) = &self.owned_path
-            && let Ok(meta) = std::fs::symlink_metadata(path)
-            && meta.dev() == *dev
-            && meta.ino() == *ino
-            && let Err(e) = std::fs::remove_file(path)
-        {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove the verdict socket");
-        }
+        self.remove_socket_file();
         if self.evicted > 0 {
             tracing::info!(
                 evicted = self.evicted,
                 "slow verdict clients were disconnected during this run"
             );
         }
+        if self.refusals.total > 0 {
+            tracing::info!(
+                refused_total = self.refusals.total,
+                max_clients = self.settings.max_clients,
+                "verdict clients refused during this run (socket full)"
+            );
+        }
+    }
+}
+
+/// A server that never ran (start-up failed after binding) still removes its socket file.
+impl Drop for SocketServer {
+    fn drop(&mut self) {
+        self.remove_socket_file();
+    }
+}
+
+/// Connections refused because the socket was full: all counted, at most one warning per
+/// [`REFUSAL_WARN_INTERVAL`] (a client hammering a full socket must not flood the journal).
+#[derive(Default)]
+struct Refusals {
+    total: u64,
+    /// Refusals since the last warning, not logged one by one.
+    suppressed: u64,
+    last_warning: Option<Instant>,
+}
+
+impl Refusals {
+    fn refused(&mut self, max_clients: usize) {
+        self.total += 1;
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_some_and(|t| now.duration_since(t) < REFUSAL_WARN_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            max_clients,
+            refused_total = self.total,
+            suppressed = self.suppressed,
+            "verdict socket full; refusing a client (logged at most once a second)"
+        );
+        self.suppressed = 0;
+        self.last_warning = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refused_connection_means_stale() {
+        let errno = io::Error::from_raw_os_error;
+        assert!(connect_error_means_stale(&errno(libc::ECONNREFUSED)));
+        for e in [
+            libc::EACCES,
+            libc::EPERM,
+            libc::EAGAIN,
+            libc::ENOENT,
+            libc::EINTR,
+        ] {
+            assert!(!connect_error_means_stale(&errno(e)), "errno {e}");
+        }
+    }
+
+    #[test]
+    fn a_socket_nobody_serves_is_replaced_and_a_live_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let listener = bind(&path, 0o600).expect("stale socket replaced");
+        match bind(&path, 0o600) {
+            Err(SocketError::InUse { owner, .. }) => assert!(owner.starts_with("uid "), "{owner}"),
+            other => panic!("a live socket was not refused: {other:?}"),
+        }
+        drop(listener);
+    }
+
+    #[test]
+    fn owners_are_named() {
+        assert_eq!(user_name(0).as_deref(), Some("root"));
+        assert_eq!(user_name(4_000_000_000), None);
     }
 }

@@ -186,3 +186,108 @@ fn live_socket_is_not_taken_over() {
         "the live listener lost its socket"
     );
 }
+
+/// Defect: `connect()` failing with EACCES (a live socket another user owns) was taken for a
+/// stale socket, and the file was unlinked and replaced. Only ECONNREFUSED means stale; anything
+/// else is an error that names the path and the file's owner. As root (where permission checks
+/// do not apply) the daemon runs as `nobody`; otherwise the socket file's mode denies everyone.
+#[test]
+fn live_socket_of_another_user_is_not_taken_over() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let images = tmp.path().join("images");
+    art.copy_heldout(&images, 2, 1);
+    let socket = tmp.path().join("v.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let root = unsafe { libc::geteuid() } == 0;
+    // root: the socket is root's and only root may connect; the directory lets `nobody` in (and
+    // would let it unlink the socket). Otherwise: nobody may connect, not even its owner.
+    let socket_mode = if root { 0o600 } else { 0o000 };
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(socket_mode)).unwrap();
+    if root {
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mut cfg = TestConfig::new(&art, &images);
+    cfg.socket = Some(socket.clone());
+    let config = cfg.write(&tmp.path().join("inspectord.toml"));
+    let mut cmd = common::command(
+        tmp.path(),
+        ["replay".as_ref(), "--config".as_ref(), config.as_os_str()],
+    );
+    if root {
+        cmd.uid(65534).gid(65534);
+    }
+    let done = common::run(cmd, LIMIT);
+    let err = common::strip_ansi(&done.stderr);
+    done.assert_failure();
+    assert!(
+        done.stdout.is_empty(),
+        "no verdicts expected: {:?}",
+        done.stdout
+    );
+    assert!(
+        err.contains(socket.to_str().unwrap()),
+        "path not named:\n{err}"
+    );
+    let owner = if root { "uid 0" } else { "uid " };
+    assert!(err.contains(owner), "owner not named:\n{err}");
+    if root {
+        assert!(err.contains("root"), "owner's name not given:\n{err}");
+    }
+    // The other process's socket is untouched and still serves.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let _client =
+        std::os::unix::net::UnixStream::connect(&socket).expect("the live socket still works");
+    assert!(
+        common::wait_until(Duration::from_secs(5), || listener.accept().is_ok()),
+        "the live listener lost its socket"
+    );
+}
+
+/// Issue 11: SIGTERM between binding the socket and installing the signal handlers (while the
+/// workers' ONNX Runtime sessions are created) killed the process and left the socket file
+/// behind. The handlers are installed before binding: the stop drains and removes the file.
+#[test]
+fn sigterm_right_after_binding_leaves_no_socket_file() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let images = tmp.path().join("images");
+    art.copy_heldout(&images, 2, 1);
+    let socket = tmp.path().join("v.sock");
+    let mut cfg = TestConfig::new(&art, &images);
+    cfg.socket = Some(socket.clone());
+    cfg.looping = true;
+    cfg.fps = 20.0;
+    cfg.workers = 4; // a longer start-up after binding
+    let config = cfg.write(&tmp.path().join("inspectord.toml"));
+    let daemon = common::spawn(
+        common::command(
+            tmp.path(),
+            ["replay".as_ref(), "--config".as_ref(), config.as_os_str()],
+        ),
+        LIMIT,
+    );
+    let deadline = Instant::now() + LIMIT;
+    while std::fs::symlink_metadata(&socket).is_err() {
+        assert!(
+            Instant::now() < deadline && daemon.try_status().is_none(),
+            "no socket file:\n{}",
+            daemon.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    daemon.signal(libc::SIGTERM);
+    let done = daemon.wait(LIMIT);
+    assert!(
+        !socket.exists(),
+        "the socket file is left behind ({}):\n{}",
+        done.status,
+        done.stderr
+    );
+    done.assert_success();
+    common::assert_seq_contiguous(&common::parse_json_lines(&done.stdout));
+}

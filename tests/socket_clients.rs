@@ -165,3 +165,136 @@ fn check_against_python(v: &Value, art: &Artifacts, threshold: f64) {
         p.file
     );
 }
+
+/// Defect: a client that half-closes (`shutdown(SHUT_WR)`, as `nc -N` or a PLC bridge that has
+/// nothing to say) got the hello and was then dropped as "closed by client". EOF on the read
+/// side must not end the write side.
+#[test]
+fn half_closed_client_gets_every_verdict() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let images = tmp.path().join("images");
+    let names = art.copy_heldout(&images, 3, 3);
+    let socket = tmp.path().join("v.sock");
+    let mut cfg = TestConfig::new(&art, &images);
+    cfg.socket = Some(socket.clone());
+    let config = cfg.write(&tmp.path().join("inspectord.toml"));
+
+    let daemon = common::replay_waiting(tmp.path(), &config, 1, LIMIT);
+    let client = daemon.connect(&socket, LIMIT);
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let lines = common::socket_lines(&common::read_to_eof(client, LIMIT));
+    assert_eq!(
+        lines.len(),
+        1 + names.len(),
+        "hello + every verdict expected; got:\n{}\nstderr:\n{}",
+        lines.join("\n"),
+        daemon.stderr_so_far()
+    );
+    let msgs = common::parse_json_lines(&lines);
+    assert_eq!(msgs[0]["type"], "hello");
+    common::assert_seq_contiguous(&msgs[1..]);
+    daemon.wait(LIMIT).assert_success();
+}
+
+/// A config whose socket serves at most `max_clients`.
+fn limited_config(
+    tmp: &std::path::Path,
+    max_clients: usize,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let art = Artifacts::snapshot(tmp);
+    let images = tmp.join("images");
+    art.copy_heldout(&images, 1, 1);
+    let socket = tmp.join("v.sock");
+    let mut cfg = TestConfig::new(&art, &images);
+    cfg.socket = Some(socket.clone());
+    let toml = cfg.to_toml().replace(
+        "\n[runtime]",
+        &format!("max_clients = {max_clients}\n\n[runtime]"),
+    );
+    let config = tmp.join("inspectord.toml");
+    std::fs::write(&config, toml).unwrap();
+    (config, socket)
+}
+
+/// Connects and reads the first line: `true` if it is the hello, `false` if the daemon closed
+/// the connection without one (refused).
+fn greeted(socket: &std::path::Path) -> bool {
+    use std::io::BufRead;
+    let s = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut line = String::new();
+    let n = std::io::BufReader::new(s).read_line(&mut line).unwrap_or(0);
+    n > 0 && line.contains("\"hello\"")
+}
+
+/// Defect (issue 11): every refused connection logged a WARN, so a client hammering a full
+/// socket flooded the journal. Refusals are now rate-limited in the log and counted.
+#[test]
+fn refusals_are_rate_limited_and_counted() {
+    let tmp = common::temp_dir();
+    let (config, socket) = limited_config(tmp.path(), 1);
+    // held forever: two clients are waited for, one is served
+    let daemon = common::replay_waiting(tmp.path(), &config, 2, LIMIT);
+    let _served = daemon.connect(&socket, LIMIT);
+    const REFUSED: usize = 300;
+    for i in 0..REFUSED {
+        assert!(
+            !greeted(&socket),
+            "connection {i} over max_clients was served"
+        );
+    }
+    daemon.signal(libc::SIGTERM);
+    let done = daemon.wait(LIMIT);
+    done.assert_success();
+    let log = common::strip_ansi(&done.stderr);
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("verdict socket full"))
+        .count();
+    assert!(
+        (1..=5).contains(&warnings),
+        "{warnings} refusal warnings for {REFUSED} refusals:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("refused") && l.contains(&format!("refused_total={REFUSED}"))),
+        "the refusals are not counted:\n{log}"
+    );
+}
+
+/// Issue 11: during heavy churn connections were refused although only one client stayed
+/// connected: clients that had gone were reaped after the new ones were accepted. With room
+/// for every client that is really connected, no connection is refused.
+#[test]
+fn churning_clients_are_not_refused_while_there_is_room() {
+    const CHURNERS: usize = 4;
+    const CYCLES: usize = 150;
+    let tmp = common::temp_dir();
+    let (config, socket) = limited_config(tmp.path(), CHURNERS + 1);
+    // held forever: more clients are waited for than may connect
+    let daemon = common::replay_waiting(tmp.path(), &config, CHURNERS + 2, LIMIT);
+    let _steady = daemon.connect(&socket, LIMIT);
+    let threads: Vec<_> = (0..CHURNERS)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || (0..CYCLES).filter(|_| !greeted(&socket)).count())
+        })
+        .collect();
+    let refused: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    daemon.signal(libc::SIGTERM);
+    let done = daemon.wait(LIMIT);
+    done.assert_success();
+    assert_eq!(
+        refused,
+        0,
+        "{refused} of {} connections refused with room for all:\n{}",
+        CHURNERS * CYCLES,
+        common::strip_ansi(&done.stderr)
+            .lines()
+            .filter(|l| l.contains("verdict"))
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

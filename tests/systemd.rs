@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -279,11 +279,14 @@ fn watchdog_stops_while_the_pipeline_is_wedged() {
     let art = Artifacts::snapshot(tmp.path());
     let dir = tmp.path().join("images");
     let names = art.copy_heldout(&dir, 2, 1);
-    // Taken last, after the three images: reading a FIFO without a writer blocks forever, a
-    // real wedged read in the source.
-    let fifo = dir.join("zz-fifo.png");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // Taken last, after the three images: a regular file this test holds a write lease on.
+    // Opening it for reading blocks until the lease is released (or the kernel's
+    // fs.lease-break-time, 45 s by default, passes): a real wedged read in the source. (A FIFO
+    // no longer wedges it: replay never opens one.)
+    let wedge = dir.join("zz-wedge.png");
+    let png = std::fs::read(dir.join(&names[0])).unwrap();
+    std::fs::write(&wedge, &png).unwrap();
+    let lease = Lease::take(&wedge);
     let socket = tmp.path().join("verdicts.sock");
     let mut cfg = TestConfig::new(&art, &dir);
     cfg.fps = 10.0;
@@ -330,15 +333,12 @@ fn watchdog_stops_while_the_pipeline_is_wedged() {
         daemon.stderr_so_far()
     );
 
-    // Unwedge: give the FIFO a writer with a real image; frames flow and pings resume.
+    // Unwedge: release the lease; the blocked open goes on, frames flow and pings resume.
     let unwedged = Instant::now();
-    let png = std::fs::read(dir.join(&names[0])).unwrap();
-    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-    w.write_all(&png).unwrap();
-    drop(w);
+    drop(lease);
     let v = lines
-        .until(Duration::from_secs(10), |v| v["frame"] == "zz-fifo.png")
-        .expect("a verdict for the frame read from the FIFO");
+        .until(Duration::from_secs(10), |v| v["frame"] == "zz-wedge.png")
+        .expect("a verdict for the frame whose open was blocked");
     assert_ne!(v["verdict"], "error", "{v}");
     notify
         .wait_for("WATCHDOG=1", Duration::from_secs(5))
@@ -350,30 +350,46 @@ fn watchdog_stops_while_the_pipeline_is_wedged() {
             .all(|&t| t > unwedged)
     );
 
-    // The next pass wedges again on the FIFO; stop, then let the blocked read finish so the
-    // drain completes.
     daemon.signal(libc::SIGTERM);
     notify
         .wait_for("STOPPING=1", Duration::from_secs(10))
         .expect("STOPPING=1");
-    // If the source is blocked opening the FIFO, a non-blocking writer releases it (whatever
-    // it reads becomes a verdict); if it saw the stop first, it never opens it.
-    common::wait_until(Duration::from_secs(30), || {
-        if let Ok(mut w) = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&fifo)
-        {
-            let _ = w.write_all(&png[..1024]);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        daemon.try_status().is_some()
-    });
     daemon.wait(Duration::from_secs(30)).assert_success();
     common::assert_seq_contiguous(&verdicts(&lines.all()));
 }
 
-use std::os::unix::fs::OpenOptionsExt;
+/// A write lease on a file (fcntl F_SETLEASE): another process's open of the file blocks until
+/// the lease is dropped (or the kernel's lease-break-time passes).
+struct Lease(std::fs::File);
+
+impl Lease {
+    fn take(path: &Path) -> Lease {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        // The lease break is announced with SIGIO, whose default action ends this process.
+        unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
+        assert_eq!(
+            rc,
+            0,
+            "F_SETLEASE on {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        Lease(file)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        unsafe { libc::fcntl(self.0.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+    }
+}
 
 /// `inspectord enroll` on a few good images: a second, valid reference set for this model.
 fn enroll_other_set(art: &Artifacts, tmp: &Path, config: &Path) -> PathBuf {

@@ -47,6 +47,8 @@ pub mod defaults {
     /// rate of 1e-300 would be an interval of 1e300 seconds.
     pub const REPLAY_FPS_MIN: f64 = 1.0 / 3600.0;
     pub const REPLAY_LOOP: bool = false;
+    /// Largest replay file read (MiB); a bigger one is an `error` verdict, never read.
+    pub const REPLAY_MAX_FILE_MB: u64 = 64;
     /// Image file extensions replay takes from a directory.
     pub const EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "pgm", "ppm"];
 
@@ -77,6 +79,10 @@ pub mod defaults {
     pub const INTRA_OP_THREADS: usize = 1;
     pub const QUEUE_DEPTH: usize = 8;
     pub const STALL_TIMEOUT: Duration = Duration::from_millis(10_000);
+    /// Largest image decoded or preprocessed (pixels); a bigger one is an `error` verdict,
+    /// refused from its header before any pixel memory is allocated.
+    pub const MAX_IMAGE_WIDTH: u32 = 8192;
+    pub const MAX_IMAGE_HEIGHT: u32 = 8192;
 
     pub const FAILURE_VERDICTS: [VerdictKind; 2] = [VerdictKind::Fail, VerdictKind::Error];
     pub const FAILURE_QUOTA_MB: u64 = 256;
@@ -156,6 +162,8 @@ pub struct ReplayConfig {
     pub looping: bool,
     /// File extensions taken from a directory (lower case, without the dot).
     pub extensions: Vec<String>,
+    /// Largest file read (bytes, `max_file_mb`); only regular files are read at all.
+    pub max_file_bytes: u64,
 }
 
 impl ReplayConfig {
@@ -166,6 +174,7 @@ impl ReplayConfig {
             fps: defaults::REPLAY_FPS,
             looping: defaults::REPLAY_LOOP,
             extensions: defaults::extensions(),
+            max_file_bytes: defaults::REPLAY_MAX_FILE_MB * 1024 * 1024,
         }
     }
 }
@@ -351,6 +360,9 @@ pub struct RuntimeConfig {
     /// A stage busy this long on one frame counts as wedged: the systemd watchdog is no longer
     /// fed, so systemd restarts the daemon.
     pub stall_timeout: Duration,
+    /// Largest image decoded or preprocessed, in pixels (`max_image_width`, `max_image_height`).
+    pub max_image_width: u32,
+    pub max_image_height: u32,
 }
 
 /// One problem in a config file.
@@ -674,6 +686,26 @@ workers = 3
         assert!(!r.looping);
         assert_eq!(c.output.client_buffer, defaults::CLIENT_BUFFER);
         assert_eq!(c.runtime.queue_depth, defaults::QUEUE_DEPTH);
+        assert_eq!(
+            (c.runtime.max_image_width, c.runtime.max_image_height),
+            (defaults::MAX_IMAGE_WIDTH, defaults::MAX_IMAGE_HEIGHT)
+        );
+        assert_eq!(r.max_file_bytes, defaults::REPLAY_MAX_FILE_MB << 20);
+        let limited = GOOD
+            .replace("fps = 10", "fps = 10\nmax_file_mb = 2")
+            .replace(
+                "workers = 3",
+                "max_image_width = 640\nmax_image_height = 480",
+            );
+        let c = Config::parse(Path::new("/c.toml"), &limited).unwrap();
+        let SourceConfig::Replay(r) = &c.source else {
+            panic!()
+        };
+        assert_eq!(r.max_file_bytes, 2 << 20);
+        assert_eq!(
+            (c.runtime.max_image_width, c.runtime.max_image_height),
+            (640, 480)
+        );
         assert_eq!(c.failures, None);
         let with_failures = format!("{GOOD}\n[failures]\ndir = \"f\"\n");
         let f = Config::parse(Path::new("/c.toml"), &with_failures)

@@ -82,8 +82,10 @@ fn replay(r: &mut Reader, s: &mut Section) -> Option<ReplayConfig> {
             None => Some(v),
         }
     });
+    let max_file_mb = r.integer(s, "max_file_mb", 1, 4096).map(|v| v as u64);
     let default = ReplayConfig::of(path?);
     Some(ReplayConfig {
+        max_file_bytes: max_file_mb.map_or(default.max_file_bytes, |mb| mb * 1024 * 1024),
         fps: fps.unwrap_or(default.fps),
         looping: looping.unwrap_or(default.looping),
         extensions: extensions.unwrap_or(default.extensions),
@@ -271,6 +273,12 @@ pub(super) fn runtime(r: &mut Reader, mut s: Section) -> RuntimeConfig {
         stall_timeout: r
             .millis(&mut s, "stall_timeout_ms", 100, MAX_MS)
             .unwrap_or(defaults::STALL_TIMEOUT),
+        max_image_width: r
+            .integer(&mut s, "max_image_width", 1, 65535)
+            .map_or(defaults::MAX_IMAGE_WIDTH, |v| v as u32),
+        max_image_height: r
+            .integer(&mut s, "max_image_height", 1, 65535)
+            .map_or(defaults::MAX_IMAGE_HEIGHT, |v| v as u32),
     };
     r.finish(s);
     runtime

@@ -42,7 +42,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 pub use events::Control;
 pub use monitor::Tally;
-pub use signals::{Reload, ReloadError};
+pub use signals::{Reload, ReloadError, SignalHandlers};
 pub use slot::{ScorerSlot, SharedScorer, shared_scorer};
 pub use source::WaitClients;
 
@@ -100,8 +100,9 @@ pub enum Triggering {
 
 /// What the process does with signals.
 pub enum Signals {
-    /// SIGINT/SIGTERM stop (drain, then exit); SIGHUP runs the hook, if any.
-    Handle(Option<Reload>),
+    /// SIGINT/SIGTERM stop (drain, then exit); SIGHUP runs the hook, if any. The handlers are
+    /// installed by the caller ([`SignalHandlers::install`]) before it binds the socket.
+    Handle(SignalHandlers),
     /// The caller raises the stop signal itself (embedding, tests).
     Ignore,
 }
@@ -207,7 +208,7 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
         notifier: notifier.clone(),
     };
     let signals = match signals {
-        Signals::Handle(reload) => Some(signals::watch(&stop, hup(reload))?),
+        Signals::Handle(handlers) => Some(signals::watch(&stop, handlers, hup)?),
         Signals::Ignore => None,
     };
     let socket_thread = socket

@@ -84,13 +84,38 @@ impl SighupReload {
 
 pub(super) type SignalWatch = (signal_hook::iterator::Handle, JoinHandle<()>);
 
+/// SIGINT, SIGTERM and SIGHUP handlers, installed but not yet served: a signal that arrives
+/// before the pipeline runs (say, while the workers' sessions are created after the socket was
+/// bound) is kept and handled as soon as it starts, so the process never dies of it by default
+/// and always cleans up (the socket file).
+pub struct SignalHandlers {
+    signals: signal_hook::iterator::Signals,
+    reload: Option<Reload>,
+}
+
+impl SignalHandlers {
+    /// Installs the handlers now; `reload` answers SIGHUP once the pipeline runs.
+    pub fn install(reload: Option<Reload>) -> Result<Self, PipelineError> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .map_err(PipelineError::Signals)?;
+        Ok(Self { signals, reload })
+    }
+}
+
+/// Serves the installed handlers on the `signals` thread; `hup` builds SIGHUP's handling around
+/// the handlers' reload hook.
 pub(super) fn watch(
     stop: &StopSignal,
-    mut hup: SighupReload,
+    handlers: SignalHandlers,
+    hup: impl FnOnce(Option<Reload>) -> SighupReload,
 ) -> Result<SignalWatch, PipelineError> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .map_err(PipelineError::Signals)?;
+    use signal_hook::consts::SIGHUP;
+    let SignalHandlers {
+        mut signals,
+        reload,
+    } = handlers;
+    let mut hup = hup(reload);
     let handle = signals.handle();
     let stop = stop.clone();
     let thread = spawn("signals", move || {

@@ -39,6 +39,6 @@ impl Sink for SummarySink {
 
     fn finish(&mut self) {
         self.summary.elapsed = self.first_taken.map(|t| t.elapsed()).unwrap_or_default();
-        eprint!("{}", self.summary);
+        crate::logging::eprint(&self.summary.to_string());
     }
 }

@@ -1,7 +1,15 @@
 //! Replay of recorded images: a directory (files with the configured extensions, sorted by file
 //! name) or a list file (one path per line, relative to the list file; `#` starts a comment),
 //! as fast as the pipeline takes them or paced at a fixed rate, optionally looping.
+//!
+//! Only regular files are read (after following symlinks), and only up to `max_file_mb`: a FIFO
+//! would block the source forever and a device (`/dev/zero`) would fill memory, so such an entry
+//! becomes an `error` verdict with its reason, decided before anything is opened for reading
+//! (see [`read_frame`]).
 
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,8 +33,115 @@ pub enum ReplayError {
     Empty { path: PathBuf, extensions: String },
 }
 
+/// Why one replay entry could not be read; the frame becomes an `error` verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameReadError {
+    #[error("cannot read {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a regular file (a {kind}); only regular image files are replayed")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{path} is {bytes} bytes, larger than source.max_file_mb ({max_mb} MiB); not read")]
+    TooLarge {
+        path: PathBuf,
+        bytes: u64,
+        max_mb: u64,
+    },
+}
+
+/// What kind of file `t` is, for messages.
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
+}
+
+/// Reads one image file: a regular file (symlinks followed) of at most `max_bytes`. A FIFO or a
+/// device is never opened for reading: the path is resolved with `O_PATH` (which opens nothing),
+/// checked, and the very file checked is then opened through `/proc/self/fd`, so it cannot be
+/// swapped for a FIFO in between. The only wait left is the kernel's: a write lease another
+/// process holds on the file delays the open by at most `fs.lease-break-time`.
+pub fn read_frame(path: &Path, max_bytes: u64) -> Result<Vec<u8>, FrameReadError> {
+    let io = |source| FrameReadError::Io {
+        path: path.into(),
+        source,
+    };
+    let too_large = |bytes| FrameReadError::TooLarge {
+        path: path.into(),
+        bytes,
+        max_mb: max_bytes.div_ceil(1024 * 1024),
+    };
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .map_err(io)?;
+    let meta = handle.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(FrameReadError::NotRegular {
+            path: path.into(),
+            kind: kind_of(meta.file_type()),
+        });
+    }
+    if meta.len() > max_bytes {
+        return Err(too_large(meta.len()));
+    }
+    let file = reopen(&handle, path, &meta).map_err(io)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Opens for reading the file `handle` (an `O_PATH` descriptor) refers to. Without `/proc`, the
+/// path is opened without blocking and must still be the same file.
+fn reopen(
+    handle: &std::fs::File,
+    path: &Path,
+    meta: &std::fs::Metadata,
+) -> std::io::Result<std::fs::File> {
+    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+    let flags = libc::O_NOCTTY;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(by_fd)
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags | libc::O_NONBLOCK)
+                .open(path)?;
+            let now = file.metadata()?;
+            if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+                return Err(std::io::Error::other("replaced while being opened"));
+            }
+            Ok(file)
+        }
+        opened => opened,
+    }
+}
+
 pub struct ReplaySource {
     files: Vec<PathBuf>,
+    max_file_bytes: u64,
     next: usize,
     looping: bool,
     interval: Option<Duration>,
@@ -45,6 +160,7 @@ impl ReplaySource {
         }
         Ok(Self {
             files,
+            max_file_bytes: cfg.max_file_bytes,
             next: 0,
             looping: cfg.looping,
             interval: interval_of(cfg.fps),
@@ -145,9 +261,9 @@ impl FrameSource for ReplaySource {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let payload = std::fs::read(path)
+        let payload = read_frame(path, self.max_file_bytes)
             .map(Payload::Encoded)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()));
+            .map_err(|e| crate::error::chain(&e));
         SourceEvent::Frame(SourceFrame {
             id,
             part: None,
@@ -168,7 +284,38 @@ mod tests {
             fps: 0.0,
             looping: false,
             extensions: vec!["png".into(), "jpg".into()],
+            max_file_bytes: 1024,
         }
+    }
+
+    #[test]
+    fn only_regular_files_up_to_the_cap_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok.png");
+        std::fs::write(&ok, [1u8; 1024]).unwrap();
+        assert_eq!(read_frame(&ok, 1024).unwrap().len(), 1024);
+        let link = dir.path().join("link.png");
+        std::os::unix::fs::symlink(&ok, &link).unwrap();
+        assert_eq!(read_frame(&link, 1024).unwrap().len(), 1024);
+        assert!(matches!(
+            read_frame(&ok, 1023),
+            Err(FrameReadError::TooLarge { bytes: 1024, .. })
+        ));
+        let fifo = dir.path().join("fifo.png");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for (path, kind) in [
+            (fifo.as_path(), "FIFO"),
+            (Path::new("/dev/zero"), "character device"),
+            (dir.path(), "directory"),
+        ] {
+            match read_frame(path, 1 << 20) {
+                Err(FrameReadError::NotRegular { kind: k, .. }) => assert_eq!(k, kind),
+                other => panic!("{}: {other:?}", path.display()),
+            }
+        }
+        let e = read_frame(&dir.path().join("gone.png"), 10).unwrap_err();
+        assert!(crate::error::chain(&e).starts_with("cannot read "), "{e}");
     }
 
     fn ids(src: &mut ReplaySource, n: usize) -> Vec<String> {
