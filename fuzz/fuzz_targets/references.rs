@@ -11,6 +11,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(set) = ReferenceSet::parse(Path::new("/fuzz/references.safetensors"), data) {
         assert!(set.embeddings.data.iter().all(|v| v.is_finite()));
         assert!(set.meta.threshold.is_finite());
-        assert!(set.meta.k >= 1);
+        assert!(set.meta.k >= 1 && set.meta.k <= set.embeddings.len());
+        let orders = set.meta.orders;
+        assert!(orders.eta_p.is_finite() && orders.gamma_p.is_finite());
     }
 });
