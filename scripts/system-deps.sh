@@ -8,10 +8,10 @@ set -euo pipefail
 # systemd: systemd-socket-activate (the service tests), systemd-analyze, -sysusers, -tmpfiles
 # (scripts/check-units.sh; systemd need not be PID 1); procps: /bin/kill, the unit's ExecReload=;
 # dpkg-dev: dpkg-shlibdeps for the package's dependencies (scripts/package.sh, cargo-deb);
-# make: scripts/package.sh checks `make install`.
+# make: scripts/package.sh checks `make install`; g++: libFuzzer (scripts/fuzz.sh, cargo-fuzz).
 want=(ca-certificates python3 python3-pip pkg-config gcc libc6-dev
       libclang-dev libaravis-dev libusb-1.0-0-dev aravis-tools
-      systemd procps dpkg-dev make)
+      systemd procps dpkg-dev make g++)
 [[ ${1:-base} == model ]] && want+=(python3-venv)
 
 missing=()
