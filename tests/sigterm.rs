@@ -213,13 +213,27 @@ fn live_socket_of_another_user_is_not_taken_over() {
     let mut cfg = TestConfig::new(&art, &images);
     cfg.socket = Some(socket.clone());
     let config = cfg.write(&tmp.path().join("inspectord.toml"));
-    let mut cmd = common::command(
-        tmp.path(),
-        ["replay".as_ref(), "--config".as_ref(), config.as_os_str()],
-    );
-    if root {
-        cmd.uid(65534).gid(65534);
-    }
+    let args = ["replay".as_ref(), "--config".as_ref(), config.as_os_str()];
+    let mut cmd = if root {
+        // `nobody` may not be able to reach the build tree (a checkout under /root): run a copy
+        // of the binary, with ONNX Runtime next to it where the daemon looks.
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::copy(common::bin(), bin.join("inspectord")).unwrap();
+        let ort = common::repo().join("third_party/onnxruntime/lib/libonnxruntime.so");
+        std::fs::copy(ort, bin.join("libonnxruntime.so")).unwrap();
+        let mut cmd = std::process::Command::new(bin.join("inspectord"));
+        cmd.args(args)
+            .current_dir(tmp.path())
+            .stdin(std::process::Stdio::null())
+            .env_remove("INSPECTORD_LOG")
+            .env_remove("ORT_DYLIB_PATH")
+            .uid(65534)
+            .gid(65534);
+        cmd
+    } else {
+        common::command(tmp.path(), args)
+    };
     let done = common::run(cmd, LIMIT);
     let err = common::strip_ansi(&done.stderr);
     done.assert_failure();
