@@ -214,7 +214,7 @@ fn live_socket_of_another_user_is_not_taken_over() {
     cfg.socket = Some(socket.clone());
     let config = cfg.write(&tmp.path().join("inspectord.toml"));
     let args = ["replay".as_ref(), "--config".as_ref(), config.as_os_str()];
-    let mut cmd = if root {
+    let cmd = if root {
         // `nobody` may not be able to reach the build tree (a checkout under /root): run a copy
         // of the binary, with ONNX Runtime next to it where the daemon looks.
         let bin = tmp.path().join("bin");
