@@ -62,5 +62,6 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             commands::record(&config, &out, count as usize).map(|report| println!("{report}"))
         }
         Command::Devices => commands::devices().map(|report| println!("{report}")),
+        Command::Schema { which } => commands::schema(which),
     }
 }
