@@ -667,7 +667,7 @@ impl SocketServer {
             return self.remove(token, "read failed");
         }
         for line in input.lines {
-            if !self.clients.get(&token).is_some_and(|c| !c.closing) {
+            if self.clients.get(&token).is_none_or(|c| c.closing) {
                 break;
             }
             self.command_line(token, &line);

@@ -164,7 +164,9 @@ pub fn parse_json_lines<S: AsRef<str>>(lines: &[S]) -> Vec<Value> {
         .collect()
 }
 
-/// Splits bytes read from a socket into lines; every line must end with `\n`.
+/// Splits bytes read from a socket into lines; every line must end with `\n`. Heartbeats
+/// (protocol v2, every `output.heartbeat_ms`, timing-dependent and not part of the verdict
+/// stream) are left out, as a v1 reader ignores them.
 pub fn socket_lines(bytes: &[u8]) -> Vec<String> {
     let text = std::str::from_utf8(bytes).expect("the verdict socket sends UTF-8");
     assert!(
@@ -172,7 +174,10 @@ pub fn socket_lines(bytes: &[u8]) -> Vec<String> {
         "the stream ends in the middle of a line: {:?}",
         tail(text)
     );
-    text.lines().map(str::to_string).collect()
+    text.lines()
+        .filter(|l| !l.starts_with("{\"type\":\"heartbeat\""))
+        .map(str::to_string)
+        .collect()
 }
 
 fn tail(s: &str) -> &str {
