@@ -194,6 +194,7 @@ fn reloader(l: &Loaded) -> pipeline::Reload {
             ("source", config.source != running.source),
             ("model", config.model != running.model),
             ("output", config.output != running.output),
+            ("control", config.control != running.control),
             ("runtime", config.runtime != running.runtime),
             ("failures", config.failures != running.failures),
         ]
@@ -380,6 +381,16 @@ pub fn check(config_path: &Path, mode: Mode) -> Result<String> {
         s.orders.eta_p,
         s.orders.gamma_p,
         s.threshold,
+    );
+    let (output, control) = (&l.config.output, &l.config.control);
+    let policy = socket::ControlPolicy::new(control.users.clone(), control.groups.clone());
+    report += &format!(
+        "\n  socket protocol: retain {} lines, heartbeat {}, control for {policy}, {} commands/s per client",
+        output.retain,
+        output
+            .heartbeat
+            .map_or("off".to_string(), |d| format!("every {} ms", d.as_millis())),
+        control.commands_per_second,
     );
     for w in &l.config.warnings {
         report += &format!("\n  warning: {w}");

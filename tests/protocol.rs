@@ -515,3 +515,122 @@ fn bad_input_and_floods_stay_with_their_sender() {
         "the passive reader missed verdicts"
     );
 }
+
+/// Trigger mode is not a config key yet (the `[source] trigger` key comes with the pipeline's
+/// side), so this runs the library's pipeline in trigger mode behind a real socket, with the
+/// real model and images: trigger → trigger_ack → exactly one verdict with that acq_id and
+/// part_id; a trigger without control permission is refused.
+#[test]
+fn in_trigger_mode_a_trigger_is_acked_and_gets_exactly_one_verdict() {
+    use inspectord::config::{ReplayConfig, ScoringConfig};
+    use inspectord::encoder::Model;
+    use inspectord::inspect::{Inspector, Scorer};
+    use inspectord::pipeline::{self, Input, Pipeline, Signals, Triggering};
+    use inspectord::preprocess::Preprocessor;
+    use inspectord::references::ReferenceSet;
+    use inspectord::sink::socket::SocketSink;
+    use inspectord::socket::{self, ControlPolicy, RunInfo, SocketServer, SocketSettings};
+    use inspectord::source::replay::ReplaySource;
+    use inspectord::stop::StopSignal;
+    use inspectord::wire::TriggerMode;
+    use std::sync::Arc;
+
+    let dir = common::temp_dir();
+    let art = Artifacts::snapshot(dir.path());
+    let images = dir.path().join("images");
+    let names = art.copy_heldout(&images, 2, 2);
+    let runtime = inspectord::onnxruntime::init(None).expect("ONNX Runtime");
+    let model = Model::load(runtime, &art.model).unwrap();
+    let set = ReferenceSet::load(
+        &art.references,
+        &model.sha256,
+        &model.path,
+        model.contract.embedding_dim,
+    )
+    .unwrap();
+    let scorer = Scorer::new(set, &ScoringConfig::default()).unwrap();
+    let path = dir.path().join("v.sock");
+    let listener = socket::bind(&path, 0o660).unwrap();
+    let (control_tx, control) = pipeline::control_channel();
+    let run = RunInfo {
+        trigger_mode: TriggerMode::Command,
+        control: Some(control_tx),
+        ..RunInfo::new(&model.sha256, &scorer.id)
+    };
+    let settings = SocketSettings::default();
+    assert_eq!(settings.policy, ControlPolicy::new(vec![], vec![]));
+    let (server, broadcaster) =
+        SocketServer::new(listener, Some(path.clone()), run, settings).unwrap();
+    let source = ReplaySource::new(&ReplayConfig {
+        looping: true,
+        ..ReplayConfig::of(images)
+    })
+    .unwrap();
+    let stop = StopSignal::new();
+    let p = Pipeline {
+        source: Input::Frames(Box::new(source)),
+        triggering: Triggering::Control,
+        control,
+        inspectors: vec![Inspector::new(
+            Preprocessor::new(model.contract.clone()),
+            model.encoder(runtime, 1).unwrap(),
+        )],
+        scorer: pipeline::shared_scorer(scorer),
+        model_sha256: Arc::from(model.sha256.as_str()),
+        queue_depth: 4,
+        sinks: vec![Box::new(SocketSink::new(broadcaster))],
+        socket: Some(server),
+        wait_clients: None,
+        stop: stop.clone(),
+        signals: Signals::Ignore,
+        notifier: None,
+        stall_timeout: Duration::from_secs(10),
+    };
+    let daemon = std::thread::spawn(move || pipeline::run(p));
+
+    let stream = UnixStream::connect(&path).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut c = Client {
+        writer: stream.try_clone().unwrap(),
+        reader: BufReader::new(stream),
+    };
+    let hello = c.expect();
+    assert_eq!(hello["trigger_mode"], "command");
+    assert_eq!(hello["control"], true);
+    let mut acq_ids = Vec::new();
+    for i in 0..5 {
+        c.send(json!({"type": "trigger", "part_id": format!("P{i}"), "id": i}));
+        let (ack, before) = c.until("trigger_ack");
+        assert!(before.is_empty(), "a verdict before its ack: {before:?}");
+        assert_eq!(ack["id"], i);
+        assert_eq!(ack["part_id"], format!("P{i}"));
+        let acq_id = ack["acq_id"].as_u64().unwrap();
+        let (verdict, _) = c.until("verdict");
+        assert_eq!(verdict["acq_id"], acq_id, "{verdict}");
+        assert_eq!(verdict["part_id"], format!("P{i}"));
+        assert_eq!(verdict["frame"], names[i as usize % names.len()].as_str());
+        acq_ids.push(acq_id);
+    }
+    acq_ids.dedup();
+    assert_eq!(acq_ids.len(), 5, "acquisition ids repeat");
+    // No verdict without a trigger.
+    c.writer
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    c.send(json!({"type": "status", "id": "s"}));
+    let (snap, extra) = c.until("snapshot");
+    assert!(extra.is_empty(), "verdicts without a trigger: {extra:?}");
+    assert_eq!(snap["counters"]["triggers"], 5);
+    assert_eq!(snap["counters"]["triggers_missed"], 0);
+    assert_eq!(snap["counters"]["frames"], 5);
+    std::thread::sleep(Duration::from_millis(700));
+    c.send(json!({"type": "ping", "id": "last"}));
+    let (_, extra) = c.until("pong");
+    assert!(extra.is_empty(), "verdicts without a trigger: {extra:?}");
+    stop.raise();
+    drop(c);
+    let tally = daemon.join().unwrap().unwrap();
+    assert_eq!(tally.frames, 5);
+}

@@ -162,22 +162,21 @@ impl SocketServer {
             previous_reference_set: None,
         };
         let client = self.clients.get(&token).map(|c| c.id);
+        let reason = status.reason.as_deref().unwrap_or("");
+        // As the sequencer logs the pipeline's status events, plus the reporting client.
         match kind {
             StatusKind::PlcLinkLost => tracing::warn!(
-                event = kind.as_str(),
                 source = %status.source,
-                reason = status.reason.as_deref(),
+                reason,
                 after_seq = status.after_seq,
                 client,
-                "status"
+                "a bridge reports its PLC link lost"
             ),
             _ => tracing::info!(
-                event = kind.as_str(),
                 source = %status.source,
-                reason = status.reason.as_deref(),
                 after_seq = status.after_seq,
                 client,
-                "status"
+                "a bridge reports its PLC link restored"
             ),
         }
         let line: Arc<str> = Arc::from(wire::status_line(&status));

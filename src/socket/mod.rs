@@ -541,6 +541,11 @@ impl SocketServer {
     fn publish(&mut self, item: Outgoing) {
         let entry = match item {
             Outgoing::Verdict { seq, kind, line } => {
+                // The source answers a trigger before it takes the frame: an answer sent before
+                // this verdict is in the channel now and its `trigger_ack` goes out first.
+                if !self.answers.1.is_empty() {
+                    self.take_answers();
+                }
                 self.state.verdict(seq, kind);
                 Entry {
                     verdict_seq: Some(seq),

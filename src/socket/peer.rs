@@ -105,6 +105,13 @@ impl ControlPolicy {
     }
 }
 
+/// `root, uids [..], gids [..]`: who may command, as `check` shows it.
+impl std::fmt::Display for ControlPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "root, uids {:?}, gids {:?}", self.users, self.groups)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
