@@ -7,7 +7,9 @@ use std::time::{Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 
 use crate::cli::Mode;
-use crate::config::{Config, ReplayConfig, SourceConfig, default_extensions, defaults};
+use crate::config::{
+    Config, ReplayConfig, SourceConfig, TriggerMode, default_extensions, defaults,
+};
 use crate::encoder::Model;
 use crate::failures::FailureLog;
 use crate::inspect::{Inspector, Scorer};
@@ -205,8 +207,11 @@ fn prepare(config_path: &Path, mode: Mode, images: Option<PathBuf>) -> Result<Pr
                 path: images,
                 ..r.clone()
             }),
-            SourceConfig::Uvc(_) | SourceConfig::Genicam(_) => {
-                SourceConfig::Replay(ReplayConfig::of(images))
+            camera @ (SourceConfig::Uvc(_) | SourceConfig::Genicam(_)) => {
+                SourceConfig::Replay(ReplayConfig {
+                    trigger: *camera.trigger(),
+                    ..ReplayConfig::of(images)
+                })
             }
         };
     }
@@ -295,11 +300,17 @@ fn start(p: Prepared, mut sinks: Vec<Box<dyn Sink>>, wait_clients: usize) -> Res
         startup_ms = started.elapsed().as_millis() as u64,
         "ready"
     );
-    // No command source yet: free-run, and the control channel stays quiet.
+    // No command source yet: the control channel stays quiet.
     let (_control_tx, control) = pipeline::control_channel();
+    let trigger = *l.config.source.trigger();
     let tally = pipeline::run(Pipeline {
         source: input,
-        triggering: Triggering::FreeRun,
+        triggering: match trigger.mode {
+            TriggerMode::FreeRun => Triggering::FreeRun,
+            TriggerMode::Command => Triggering::Control,
+        },
+        trigger_timeout: trigger.timeout,
+        overload: l.config.runtime.overload,
         control,
         inspectors,
         scorer: pipeline::shared_scorer(scorer),
@@ -318,6 +329,7 @@ fn start(p: Prepared, mut sinks: Vec<Box<dyn Sink>>, wait_clients: usize) -> Res
         pass = tally.pass,
         fail = tally.fail,
         error = tally.error,
+        skipped = tally.skipped,
         "stopped"
     );
     Ok(tally)
@@ -355,6 +367,14 @@ pub fn check(config_path: &Path, mode: Mode) -> Result<String> {
         s.orders.eta_p,
         s.orders.gamma_p,
         s.threshold,
+    );
+    let trigger = l.config.source.trigger();
+    report += &format!(
+        "\n  source: trigger={} trigger_timeout_ms={} overload={} queue_depth={}",
+        trigger.mode.as_str(),
+        trigger.timeout.as_millis(),
+        l.config.runtime.overload.as_str(),
+        l.config.runtime.queue_depth,
     );
     for w in &l.config.warnings {
         report += &format!("\n  warning: {w}");

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-pub use events::{Control, Trigger, TriggerAnswer};
+pub use events::{Control, DAEMON_STOPPING, Trigger, TriggerAnswer};
 pub use monitor::Tally;
 pub use signals::{Reload, ReloadError, SignalHandlers};
 pub use slot::{ScorerSlot, SharedScorer, shared_scorer};
@@ -54,6 +54,7 @@ use signals::SighupReload;
 use source::SourceStage;
 use worker::Worker;
 
+use crate::config::Overload;
 use crate::inspect::Inspector;
 use crate::service::Notifier;
 use crate::sink::Sink;
@@ -116,6 +117,11 @@ pub fn control_channel() -> (Sender<Control>, Receiver<Control>) {
 pub struct Pipeline {
     pub source: Input,
     pub triggering: Triggering,
+    /// Trigger mode: an acknowledged trigger whose frame has not come within this gets a
+    /// `skipped` verdict.
+    pub trigger_timeout: Duration,
+    /// Free-run: what a frame that finds the queue full does (wait, or become `skipped`).
+    pub overload: Overload,
     /// Commands into the source (see [`control_channel`]).
     pub control: Receiver<Control>,
     /// One per encoder thread.
@@ -182,6 +188,8 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
     let Pipeline {
         source: input,
         triggering,
+        trigger_timeout,
+        overload,
         control,
         inspectors,
         scorer,
@@ -222,12 +230,15 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
     let intake = Intake {
         name: name.clone(),
         triggering,
+        trigger_timeout,
+        overload,
         control,
         slot: scorer.clone(),
         jobs: job_tx,
         events: event_tx.clone(),
         stop: stop.clone(),
         stages: stages.clone(),
+        model_sha256: model_sha256.clone(),
         acquisitions: std::sync::atomic::AtomicU64::new(0),
     };
     let stage = SourceStage {
