@@ -104,7 +104,8 @@ fn trigger(r: &mut Reader, s: &mut Section) -> TriggerConfig {
     let timeout = r.millis(s, "trigger_timeout_ms", 1, MAX_MS);
     let mode = mode.unwrap_or(defaults::TRIGGER);
     if timeout.is_some() && mode == TriggerMode::FreeRun {
-        let msg = "has no effect while trigger = \"free-run\" (it bounds the wait for a triggered frame)";
+        let msg =
+            "has no effect while trigger = \"free-run\" (it bounds the wait for a triggered frame)";
         r.key_warning(s, "trigger_timeout_ms", msg.into());
     }
     TriggerConfig {

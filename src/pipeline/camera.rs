@@ -355,7 +355,10 @@ impl CameraStage<'_> {
         let trigger = match acq_id {
             Some(acq_id) => {
                 capture.in_flight = capture.in_flight.saturating_sub(1);
-                let at = capture.outstanding.iter().position(|p| p.id.acq_id == acq_id);
+                let at = capture
+                    .outstanding
+                    .iter()
+                    .position(|p| p.id.acq_id == acq_id);
                 match at.and_then(|i| capture.outstanding.remove(i)) {
                     Some(p) => Some(p.id),
                     None => {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::camera::CameraStage;
 use super::events::DAEMON_STOPPING;
 use super::intake::{Intake, Next};
-use super::{Input, Triggering};
 use super::monitor::Stages;
+use super::{Input, Triggering};
 use crate::source::{FrameSource, SourceEvent};
 
 /// Hold the source until this many socket clients are connected (replay `--wait-clients`).
