@@ -882,4 +882,81 @@ workers = 3
         assert_eq!(e.errors[0].key, "(syntax)");
         assert_eq!(e.errors[0].line, Some(2), "{e}");
     }
+
+    #[test]
+    fn trigger_and_overload_keys() {
+        // Defaults: free-run, 1000 ms, wait.
+        let c = Config::parse(Path::new("c.toml"), GOOD).unwrap();
+        assert_eq!(*c.source.trigger(), TriggerConfig::default());
+        assert_eq!(c.source.trigger().mode, TriggerMode::FreeRun);
+        assert_eq!(c.source.trigger().timeout, defaults::TRIGGER_TIMEOUT);
+        assert_eq!(c.runtime.overload, Overload::Wait);
+
+        let text = GOOD
+            .replace(
+                "fps = 10",
+                "fps = 10\ntrigger = \"command\"\ntrigger_timeout_ms = 250",
+            )
+            .replace("workers = 3", "workers = 3\noverload = \"skip\"");
+        let c = Config::parse(Path::new("c.toml"), &text).unwrap();
+        assert_eq!(c.source.trigger().mode, TriggerMode::Command);
+        assert_eq!(c.source.trigger().timeout, Duration::from_millis(250));
+        assert_eq!(c.runtime.overload, Overload::Skip);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        // Bad values name their key paths, all at once.
+        let bad = GOOD
+            .replace(
+                "fps = 10",
+                "fps = 10\ntrigger = \"plc\"\ntrigger_timeout_ms = 0",
+            )
+            .replace("workers = 3", "overload = \"drop\"");
+        let e = Config::parse(Path::new("c.toml"), &bad).unwrap_err();
+        let keys: Vec<_> = e.errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "source.trigger",
+                "source.trigger_timeout_ms",
+                "runtime.overload"
+            ],
+            "{e}"
+        );
+        assert!(
+            e.errors[0].message.contains("\"free-run\" or \"command\""),
+            "{e}"
+        );
+
+        // A timeout without trigger mode has no effect: a warning.
+        let idle = GOOD.replace("fps = 10", "fps = 10\ntrigger_timeout_ms = 500");
+        let c = Config::parse(Path::new("c.toml"), &idle).unwrap();
+        let keys: Vec<_> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["source.trigger_timeout_ms"]);
+
+        // Cameras: the same keys; GenICam command mode wants a software trigger, and every_nth
+        // means nothing per trigger: warnings.
+        let genicam = GOOD.replace(
+            "kind = \"replay\"\npath = \"images\"\nfps = 10",
+            "kind = \"genicam\"\ntrigger = \"command\"\nacquisition = \"software-trigger\"",
+        );
+        let c = Config::parse(Path::new("c.toml"), &genicam).unwrap();
+        assert_eq!(c.source.trigger().mode, TriggerMode::Command);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let streaming = genicam.replace("\"software-trigger\"", "\"free-run\"\nevery_nth = 2");
+        let c = Config::parse(Path::new("c.toml"), &streaming).unwrap();
+        let keys: Vec<_> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["source.every_nth", "source.trigger"],
+            "{:?}",
+            c.warnings
+        );
+        let uvc = GOOD.replace(
+            "kind = \"replay\"\npath = \"images\"\nfps = 10",
+            "kind = \"uvc\"\ntrigger = \"command\"\ntrigger_timeout_ms = 2000",
+        );
+        let c = Config::parse(Path::new("c.toml"), &uvc).unwrap();
+        assert_eq!(c.source.trigger().timeout, Duration::from_millis(2000));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
 }
