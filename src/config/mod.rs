@@ -947,7 +947,7 @@ workers = 3
         let keys: Vec<_> = c.warnings.iter().map(|w| w.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["source.every_nth", "source.trigger"],
+            ["source.trigger", "source.every_nth"],
             "{:?}",
             c.warnings
         );
