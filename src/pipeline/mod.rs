@@ -170,6 +170,17 @@ fn spawn_sink_workers(
     Ok(threads)
 }
 
+/// The encoder threads, named `encoder-<index>`.
+fn spawn_workers(workers: Vec<Worker>) -> Result<Vec<(String, JoinHandle<()>)>, PipelineError> {
+    workers
+        .into_iter()
+        .map(|worker| {
+            let thread = format!("encoder-{}", worker.index);
+            Ok((thread.clone(), spawn(&thread, move || worker.run())?))
+        })
+        .collect()
+}
+
 fn join_all(threads: Vec<(String, JoinHandle<()>)>) -> Result<(), PipelineError> {
     for (name, handle) in threads {
         join(&name, handle)?;
@@ -247,7 +258,6 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
     };
     let source_thread = spawn("source", move || stage.run(input))?;
 
-    let n_workers = inspectors.len();
     let workers = inspectors
         .into_iter()
         .enumerate()
@@ -260,21 +270,13 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
             source: name.clone(),
             model_sha256: model_sha256.clone(),
         })
-        .map(|worker| {
-            let thread = format!("encoder-{}", worker.index);
-            Ok((thread.clone(), spawn(&thread, move || worker.run())?))
-        })
-        .collect::<Result<Vec<_>, PipelineError>>()?;
+        .collect();
+    let workers = spawn_workers(workers)?;
     drop((job_rx, event_tx));
 
     let (monitor_tx, monitor_rx) = bounded(64);
-    let sequencer = Sequencer::new(
-        sinks,
-        n_workers,
-        stages.clone(),
-        counters.clone(),
-        monitor_tx,
-    );
+    let (n, c) = (workers.len(), counters.clone());
+    let sequencer = Sequencer::new(sinks, n, stages.clone(), c, monitor_tx);
     let sequencer = spawn("sequencer", move || sequencer.run(event_rx))?;
 
     let threads = Threads {
