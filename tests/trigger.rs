@@ -830,13 +830,26 @@ fn camera_trigger_timeout_skips_and_lost_camera_misses() {
 
     let rest = drain(&run.seen, Duration::from_millis(800));
     assert!(verdict_rows(&rest).is_empty(), "extra verdicts: {rest:?}");
+
+    // Stop while an acknowledged trigger waits for a slow read: it still gets its verdict.
+    flaky.slow_ms.store(5000, Ordering::SeqCst);
+    trigger(&run, "Z");
+    assert_eq!(acked(&run, "Z"), 7);
     run.stop.raise();
     let tally = run.daemon.join().unwrap().unwrap();
+    let last = verdict_rows(&drain(&run.seen, Duration::from_millis(300)));
+    assert_eq!(
+        last.iter()
+            .map(|v| (v.0, v.1, v.2, v.3.as_deref()))
+            .collect::<Vec<_>>(),
+        [(7, Some(7), "skipped", Some(pipeline::DAEMON_STOPPING))]
+    );
+    verdicts.extend(last);
     // Exactly one verdict per acknowledged trigger, seqs without gaps.
     let acqs: Vec<Option<u64>> = verdicts.iter().map(|v| v.1).collect();
-    assert_eq!(acqs, (1..=6).map(Some).collect::<Vec<_>>());
+    assert_eq!(acqs, (1..=7).map(Some).collect::<Vec<_>>());
     let seqs: Vec<u64> = verdicts.iter().map(|v| v.0).collect();
-    assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
-    assert_eq!((tally.frames, tally.skipped), (6, 3));
+    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
+    assert_eq!((tally.frames, tally.skipped), (7, 4));
     assert!(run.answers.try_recv().is_err(), "a trigger answered twice");
 }
