@@ -895,7 +895,7 @@ workers = 3
         let text = GOOD
             .replace(
                 "fps = 10",
-                "fps = 10\ntrigger = \"command\"\ntrigger_timeout_ms = 250",
+                "fps = 0\ntrigger = \"command\"\ntrigger_timeout_ms = 250",
             )
             .replace("workers = 3", "workers = 3\noverload = \"skip\"");
         let c = Config::parse(Path::new("c.toml"), &text).unwrap();
@@ -926,6 +926,12 @@ workers = 3
             e.errors[0].message.contains("\"free-run\" or \"command\""),
             "{e}"
         );
+
+        // Paced replay in trigger mode delays triggers: a warning.
+        let paced = GOOD.replace("fps = 10", "fps = 10\ntrigger = \"command\"");
+        let c = Config::parse(Path::new("c.toml"), &paced).unwrap();
+        let keys: Vec<_> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["source.fps"]);
 
         // A timeout without trigger mode has no effect: a warning.
         let idle = GOOD.replace("fps = 10", "fps = 10\ntrigger_timeout_ms = 500");

@@ -86,6 +86,10 @@ fn replay(r: &mut Reader, s: &mut Section) -> Option<ReplayConfig> {
     });
     let max_file_mb = r.integer(s, "max_file_mb", 1, 4096).map(|v| v as u64);
     let trigger = trigger(r, s);
+    if trigger.mode == TriggerMode::Command && fps.is_some_and(|f| f > 0.0) {
+        let msg = "paces triggered images too (a trigger waits for the next due time) while trigger = \"command\"; 0 takes each at once";
+        r.key_warning(s, "fps", msg.into());
+    }
     let default = ReplayConfig::of(path?);
     Some(ReplayConfig {
         max_file_bytes: max_file_mb.map_or(default.max_file_bytes, |mb| mb * 1024 * 1024),
