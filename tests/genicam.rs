@@ -128,6 +128,11 @@ struct Lines {
 impl Lines {
     fn connect(daemon: &Daemon, dir: &Path) -> Lines {
         let stream = daemon.connect(&dir.join("v.sock"), Duration::from_secs(60));
+        Lines::read(stream)
+    }
+
+    /// Reads `stream` on a thread; the first line must be `hello`.
+    fn read(stream: std::os::unix::net::UnixStream) -> Lines {
         stream.set_read_timeout(None).unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -135,6 +140,7 @@ impl Lines {
                 let Ok(line) = line else { break };
                 let v: Value = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+                common::assert_valid_message(&v);
                 if tx.send((Instant::now(), v)).is_err() {
                     break;
                 }
@@ -745,4 +751,134 @@ fn trigger_mode_simulator_killed_skips_acknowledged_triggers_and_misses_while_lo
         .count();
     assert_eq!(tally.skipped, skipped as u64);
     assert!(skipped >= 1);
+}
+
+/// The whole fail-safe through the real daemon binary and a real socket client: in trigger mode
+/// (`trigger = "command"`, the camera's software trigger), a trigger gets `trigger_ack` and one
+/// verdict with its `acq_id` and `part_id`; with the camera process stopped (SIGSTOP: it keeps
+/// its sockets but answers nothing), an acknowledged trigger gets a `skipped` verdict within the
+/// trigger timeout (+ slack), and triggers while the camera is lost are missed; after SIGCONT the
+/// camera is back and triggers are inspected again. One verdict per acknowledged trigger, always.
+#[test]
+fn socket_triggers_with_the_camera_stopped_are_skipped_within_the_timeout() {
+    use std::io::Write;
+    const TRIGGER_TIMEOUT: Duration = Duration::from_millis(1000);
+    let _one = exclusive();
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let config = camera_config(&art, tmp.path(), None);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[source]\n",
+        "[source]\ntrigger = \"command\"\ntrigger_timeout_ms = 1000\nacquisition = \"software-trigger\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let sim = Simulator::start();
+    let daemon = start_daemon(tmp.path(), &config);
+    let stream = daemon.connect(&tmp.path().join("v.sock"), Duration::from_secs(60));
+    let mut writer = stream.try_clone().unwrap();
+    let lines = Lines::read(stream);
+    let mut acks = 0;
+    let mut verdicts = 0;
+    // Sends a trigger for `part`, returns its reply and, when acknowledged, its verdict with the
+    // time from sending to the verdict.
+    let mut trigger = |part: &str| -> (Value, Option<(Duration, Value)>) {
+        let command = serde_json::json!({"type": "trigger", "part_id": part, "id": part});
+        common::assert_valid_command(&command);
+        let sent = Instant::now();
+        writer.write_all(format!("{command}\n").as_bytes()).unwrap();
+        let (_, reply) = lines.wait_for("trigger reply", Duration::from_secs(20), &daemon, |v| {
+            matches!(v["type"].as_str(), Some("trigger_ack" | "trigger_missed")) && v["id"] == part
+        });
+        if reply["type"] != "trigger_ack" {
+            assert_eq!(reply["part_id"], part, "{reply}");
+            return (reply, None);
+        }
+        acks += 1;
+        assert_eq!(
+            reply["acq_id"], acks,
+            "acquisition ids count up per run: {reply}"
+        );
+        let (at, verdict) = lines.wait_for(
+            "the verdict of an acknowledged trigger",
+            TRIGGER_TIMEOUT + LOSS_SLACK + Duration::from_secs(10),
+            &daemon,
+            |v| v["type"] == "verdict" && v["acq_id"] == reply["acq_id"],
+        );
+        verdicts += 1;
+        assert_eq!(verdict["part_id"], part, "{verdict}");
+        (reply, Some((at.duration_since(sent), verdict)))
+    };
+
+    // Camera up: inspected.
+    for part in ["P1", "P2", "P3"] {
+        let (_, verdict) = trigger(part);
+        let (_, v) = verdict.expect("acknowledged while the camera runs");
+        assert!(
+            matches!(v["verdict"].as_str(), Some("pass" | "fail")),
+            "{v}"
+        );
+    }
+    // Camera stopped: the next acknowledged trigger is skipped within the timeout.
+    // SAFETY: kill(2) on the simulator's own pid.
+    assert_eq!(unsafe { libc::kill(sim.0.id() as i32, libc::SIGSTOP) }, 0);
+    let (reply, verdict) = trigger("P4");
+    assert_eq!(
+        reply["type"], "trigger_ack",
+        "the camera is not known lost yet: {reply}"
+    );
+    let (took, v) = verdict.unwrap();
+    assert_eq!(v["verdict"], "skipped", "{v}");
+    assert!(v["reason"].as_str().is_some_and(|r| !r.is_empty()), "{v}");
+    assert!(v["score"].is_null(), "{v}");
+    assert!(
+        took <= TRIGGER_TIMEOUT + LOSS_SLACK,
+        "skipped after {took:?}, timeout {TRIGGER_TIMEOUT:?}"
+    );
+    // While lost: missed with `camera lost` (no image); until the loss is noticed, acknowledged
+    // and skipped. Never silent.
+    let mut missed = false;
+    for i in 5..12 {
+        let (reply, verdict) = trigger(&format!("P{i}"));
+        if reply["type"] == "trigger_missed" {
+            assert_eq!(reply["reason"], "camera lost", "{reply}");
+            missed = true;
+            break;
+        }
+        assert_eq!(verdict.unwrap().1["verdict"], "skipped");
+    }
+    assert!(missed, "no trigger was missed while the camera was stopped");
+    // Camera back.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(sim.0.id() as i32, libc::SIGCONT) }, 0);
+    lines.wait_for(
+        "camera_restored",
+        RESTORE_LIMIT,
+        &daemon,
+        is_status("camera_restored"),
+    );
+    let mut inspected = None;
+    for i in 20..26 {
+        let (_, verdict) = trigger(&format!("P{i}"));
+        if let Some((_, v)) = verdict
+            && v["verdict"] != "skipped"
+        {
+            inspected = Some(v);
+            break;
+        }
+    }
+    let v = inspected.expect("a trigger inspected after the camera came back");
+    assert!(
+        matches!(v["verdict"].as_str(), Some("pass" | "fail")),
+        "{v}"
+    );
+    assert_eq!(acks, verdicts, "one verdict per acknowledged trigger");
+    // Nothing more: no verdict without a trigger.
+    assert!(
+        lines
+            .next(Duration::from_millis(1500))
+            .is_none_or(|(_, v)| v["type"] != "verdict"),
+        "a verdict without a trigger"
+    );
+    drop(sim);
+    stop(daemon);
 }

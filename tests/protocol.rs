@@ -19,6 +19,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// `[output]` and `tail` after the whole config.
 struct Setup {
     tmp: tempfile::TempDir,
+    art: Artifacts,
     socket: PathBuf,
     config: PathBuf,
 }
@@ -41,6 +42,7 @@ fn setup(fps: f64, output_extra: &str, tail: &str) -> Setup {
     std::fs::write(&config, text).unwrap();
     Setup {
         tmp,
+        art,
         socket,
         config,
     }
@@ -525,84 +527,24 @@ fn bad_input_and_floods_stay_with_their_sender() {
 /// side), so this runs the library's pipeline in trigger mode behind a real socket, with the
 /// real model and images: trigger → trigger_ack → exactly one verdict with that acq_id and
 /// part_id; a trigger without control permission is refused.
+/// The real daemon replaying held-out images in trigger mode: each `trigger` gets `trigger_ack`
+/// and exactly one verdict with its `acq_id` and `part_id`, for the next image in order, with the
+/// verdict the Python evaluation predicts for that image; nothing is taken without a trigger.
 #[test]
 fn in_trigger_mode_a_trigger_is_acked_and_gets_exactly_one_verdict() {
-    use inspectord::config::{ReplayConfig, ScoringConfig};
-    use inspectord::encoder::Model;
-    use inspectord::inspect::{Inspector, Scorer};
-    use inspectord::pipeline::{self, Input, Pipeline, Signals, Triggering};
-    use inspectord::preprocess::Preprocessor;
-    use inspectord::references::ReferenceSet;
-    use inspectord::sink::socket::SocketSink;
-    use inspectord::socket::{self, ControlPolicy, RunInfo, SocketServer, SocketSettings};
-    use inspectord::source::replay::ReplaySource;
-    use inspectord::stop::StopSignal;
-    use inspectord::wire::TriggerMode;
-    use std::sync::Arc;
-
-    let dir = common::temp_dir();
-    let art = Artifacts::snapshot(dir.path());
-    let images = dir.path().join("images");
-    let names = art.copy_heldout(&images, 2, 2);
-    let runtime = inspectord::onnxruntime::init(None).expect("ONNX Runtime");
-    let model = Model::load(runtime, &art.model).unwrap();
-    let set = ReferenceSet::load(
-        &art.references,
-        &model.sha256,
-        &model.path,
-        model.contract.embedding_dim,
-    )
-    .unwrap();
-    let scorer = Scorer::new(set, &ScoringConfig::default()).unwrap();
-    let path = dir.path().join("v.sock");
-    let listener = socket::bind(&path, 0o660).unwrap();
-    let (control_tx, control) = pipeline::control_channel();
-    let run = RunInfo {
-        trigger_mode: TriggerMode::Command,
-        control: Some(control_tx),
-        ..RunInfo::new(&model.sha256, &scorer.id)
-    };
-    let settings = SocketSettings::default();
-    assert_eq!(settings.policy, ControlPolicy::new(vec![], vec![]));
-    let (server, broadcaster) =
-        SocketServer::new(listener, Some(path.clone()), run, settings).unwrap();
-    let source = ReplaySource::new(&ReplayConfig {
-        looping: true,
-        ..ReplayConfig::of(images)
-    })
-    .unwrap();
-    let stop = StopSignal::new();
-    let p = Pipeline {
-        source: Input::Frames(Box::new(source)),
-        triggering: Triggering::Control,
-        trigger_timeout: Duration::from_secs(1),
-        overload: inspectord::config::Overload::Wait,
-        control,
-        inspectors: vec![Inspector::new(
-            Preprocessor::new(model.contract.clone()),
-            model.encoder(runtime, 1).unwrap(),
-        )],
-        scorer: pipeline::shared_scorer(scorer),
-        model_sha256: Arc::from(model.sha256.as_str()),
-        queue_depth: 4,
-        sinks: vec![Box::new(SocketSink::new(broadcaster))],
-        socket: Some(server),
-        wait_clients: None,
-        stop: stop.clone(),
-        signals: Signals::Ignore,
-        notifier: None,
-        stall_timeout: Duration::from_secs(10),
-    };
-    let daemon = std::thread::spawn(move || pipeline::run(p));
-
-    let stream = UnixStream::connect(&path).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut c = Client {
-        writer: stream.try_clone().unwrap(),
-        reader: BufReader::new(stream),
-    };
+    let s = setup(0.0, "", "");
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("[source]\n", "[source]\ntrigger = \"command\"\n");
+    std::fs::write(&s.config, text).unwrap();
+    let art = &s.art;
+    let mut names: Vec<String> = std::fs::read_dir(s.tmp.path().join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let daemon = start(&s);
+    let mut c = Client::connect(&daemon, &s.socket);
     let hello = c.expect();
     assert_eq!(hello["trigger_mode"], "command");
     assert_eq!(hello["control"], true);
@@ -617,7 +559,14 @@ fn in_trigger_mode_a_trigger_is_acked_and_gets_exactly_one_verdict() {
         let (verdict, _) = c.until("verdict");
         assert_eq!(verdict["acq_id"], acq_id, "{verdict}");
         assert_eq!(verdict["part_id"], format!("P{i}"));
-        assert_eq!(verdict["frame"], names[i as usize % names.len()].as_str());
+        let frame = &names[i as usize % names.len()];
+        assert_eq!(verdict["frame"], frame.as_str());
+        let expected = if art.prediction(frame).defective() {
+            "fail"
+        } else {
+            "pass"
+        };
+        assert_eq!(verdict["verdict"], expected, "{verdict}");
         acq_ids.push(acq_id);
     }
     acq_ids.dedup();
@@ -636,8 +585,13 @@ fn in_trigger_mode_a_trigger_is_acked_and_gets_exactly_one_verdict() {
     c.send(json!({"type": "ping", "id": "last"}));
     let (_, extra) = c.until("pong");
     assert!(extra.is_empty(), "verdicts without a trigger: {extra:?}");
-    stop.raise();
     drop(c);
-    let tally = daemon.join().unwrap().unwrap();
-    assert_eq!(tally.frames, 5);
+    daemon.signal(libc::SIGTERM);
+    let done = daemon.wait(LIMIT);
+    assert!(done.status.success(), "{}", done.stderr);
+    assert_eq!(
+        stdout_verdicts(&done.stdout).len(),
+        5,
+        "one verdict per trigger"
+    );
 }
