@@ -98,6 +98,21 @@ pub enum Command {
     /// List the cameras the UVC (V4L2) and GenICam (Aravis) back ends find, with their modes and
     /// the `device = ` value that selects each.
     Devices,
+    /// A bridge to a field bus: a separate process, an ordinary client of the verdict socket.
+    Bridge {
+        #[command(subcommand)]
+        kind: BridgeKind,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BridgeKind {
+    /// A Modbus/TCP server that a PLC polls like a smart camera (trigger / result handshake;
+    /// register map in docs/PLC.md).
+    Modbus {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
