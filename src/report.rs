@@ -143,6 +143,7 @@ pub struct Summary {
     pub pass: u64,
     pub fail: u64,
     pub error: u64,
+    pub skipped: u64,
     pub elapsed: Duration,
     latencies_us: Vec<u64>,
     pub labelled: Option<LabelledSummary>,
@@ -191,6 +192,10 @@ impl Summary {
             }
             Outcome::Error { .. } => {
                 self.error += 1;
+                None
+            }
+            Outcome::Skipped { .. } => {
+                self.skipped += 1;
                 None
             }
         };

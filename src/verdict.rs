@@ -17,8 +17,8 @@ pub struct Verdict {
     pub source: Arc<str>,
     /// The frame's id within its source.
     pub frame: String,
-    /// The part the frame was triggered for (trigger mode), as the trigger named it.
-    pub part: Option<String>,
+    /// The trigger that took this frame (trigger mode): its acquisition id and part id.
+    pub trigger: Option<TriggerId>,
     pub captured_at: SystemTime,
     /// When the frame was taken; latency is measured from here to emission.
     pub taken: Instant,
@@ -42,6 +42,18 @@ pub enum Outcome {
     },
     /// The frame could not be inspected; the reason says why.
     Error { reason: String },
+    /// No image was inspected for this frame or trigger (an acknowledged trigger whose frame
+    /// did not come in time, a frame dropped by the overload policy); the reason says why.
+    Skipped { reason: String },
+}
+
+/// What identifies an acquisition taken on a trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerId {
+    /// Counts up from 1 per daemon run, one per acknowledged trigger.
+    pub acq_id: u64,
+    /// The part the trigger named, if any.
+    pub part_id: Option<String>,
 }
 
 /// What a verdict says, without its details.
@@ -50,15 +62,17 @@ pub enum VerdictKind {
     Pass,
     Fail,
     Error,
+    Skipped,
 }
 
 impl VerdictKind {
-    /// `pass`, `fail` or `error` (the wire's and the config's spelling).
+    /// `pass`, `fail`, `error` or `skipped` (the wire's and the config's spelling).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pass => "pass",
             Self::Fail => "fail",
             Self::Error => "error",
+            Self::Skipped => "skipped",
         }
     }
 }
@@ -75,17 +89,18 @@ impl Outcome {
                 ..
             } => VerdictKind::Fail,
             Outcome::Error { .. } => VerdictKind::Error,
+            Outcome::Skipped { .. } => VerdictKind::Skipped,
         }
     }
 
-    /// `pass`, `fail` or `error`.
+    /// `pass`, `fail`, `error` or `skipped`.
     pub fn label(&self) -> &'static str {
         self.kind().as_str()
     }
 }
 
 impl Verdict {
-    /// `pass`, `fail` or `error`.
+    /// `pass`, `fail`, `error` or `skipped`.
     pub fn label(&self) -> &'static str {
         self.outcome.label()
     }
@@ -117,6 +132,10 @@ pub enum StatusKind {
     ReferencesReloaded,
     /// SIGHUP: the new files were refused; the previous set stays in force.
     ReloadRefused,
+    /// Reported by a client (a PLC bridge): its PLC stopped polling.
+    PlcLinkLost,
+    /// Reported by a client: its PLC polls again.
+    PlcLinkRestored,
 }
 
 impl StatusKind {
@@ -126,6 +145,8 @@ impl StatusKind {
             Self::CameraRestored => "camera_restored",
             Self::ReferencesReloaded => "references_reloaded",
             Self::ReloadRefused => "reload_refused",
+            Self::PlcLinkLost => "plc_link_lost",
+            Self::PlcLinkRestored => "plc_link_restored",
         }
     }
 }

@@ -1,8 +1,10 @@
-//! The verdict socket's messages, protocol version 1: JSON Lines, one message per line, each
-//! with `"type"` and `"v"`. Documented in `docs/PROTOCOL.md`.
+//! The verdict socket's messages, protocol version 2 (a superset of version 1): JSON Lines,
+//! one message per line, each with `"type"`; the daemon's also carry `"v"`. Documented in
+//! `docs/PROTOCOL.md`; the JSON Schema of every message, both ways, is generated from these
+//! types (`inspectord schema`, committed as `docs/protocol.schema.json`).
 //!
 //! The wire types are separate from the internal [`Verdict`]: [`verdict_line`] is the one
-//! conversion, and nothing else serialises a verdict.
+//! conversion, and nothing else serialises a verdict. [`Command`] is what clients send.
 
 use std::time::{Duration, SystemTime};
 
@@ -10,7 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::verdict::{Outcome, StatusEvent, Verdict};
 
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The version the daemon's messages carry in `"v"`.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// Every version the daemon speaks (a v1 reader ignores what v2 added).
+pub const PROTOCOLS: [u32; 2] = [1, 2];
+/// The longest line a client may send, newline included; a longer one closes the connection.
+pub const MAX_COMMAND_LINE: usize = 64 * 1024;
 
 /// Every message the daemon sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,18 +25,125 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub enum Message {
     /// Sent once to each client when it connects.
     Hello(Hello),
-    /// One per frame, in `seq` order.
+    /// One per frame (and per acknowledged trigger), in `seq` order.
     Verdict(WireVerdict),
-    /// A change in the source's state (`camera_lost`, `camera_restored`) or of the reference
-    /// set (`references_reloaded`, `reload_refused`).
+    /// A change in the source's state, of the reference set, or of a bridge's PLC link.
     Status(WireStatus),
+    /// Every `output.heartbeat_ms` to every client (not retained).
+    Heartbeat(Heartbeat),
+    /// Reply to `trigger`: the trigger was taken; one verdict with this `acq_id` follows.
+    TriggerAck(TriggerAck),
+    /// Reply to `trigger`: no image is taken.
+    TriggerMissed(TriggerMissed),
+    /// Reply to `subscribe`: the cut after which the stream restarts right after `from_seq`.
+    Subscribed(Subscribed),
+    /// After `subscribed`, when verdicts after `from_seq` are no longer retained.
+    Gap(Gap),
+    /// Reply to `ack`.
+    Acked(Acked),
+    /// Reply to `ping`.
+    Pong(Pong),
+    /// Reply to `status`.
+    Snapshot(Snapshot),
+    /// Reply to `report`.
+    Reported(Reported),
+    /// A command that could not be carried out.
+    Error(WireError),
+}
+
+/// Every command a client may send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    /// Take one frame for this part (trigger mode; needs control permission).
+    Trigger {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        v: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        part_id: Option<String>,
+    },
+    /// Every retained verdict and status event after `from_seq`, then the live stream.
+    Subscribe {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        v: Option<u32>,
+        from_seq: u64,
+    },
+    /// This client has everything up to `seq`.
+    Ack {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        v: Option<u32>,
+        seq: u64,
+    },
+    Ping {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        v: Option<u32>,
+    },
+    /// A snapshot of the daemon's state.
+    Status {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        v: Option<u32>,
+    },
+    /// A client's event for every client (needs control permission).
+    Report {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        v: Option<u32>,
+        event: ReportedEvent,
+        /// Who reports (e.g. `bridge-modbus`); the status event's `source`.
+        source: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+impl Command {
+    /// The client-chosen id, echoed in the reply.
+    pub fn id(&self) -> Option<&ClientId> {
+        match self {
+            Command::Trigger { id, .. }
+            | Command::Subscribe { id, .. }
+            | Command::Ack { id, .. }
+            | Command::Ping { id, .. }
+            | Command::Status { id, .. }
+            | Command::Report { id, .. } => id.as_ref(),
+        }
+    }
+}
+
+/// A client-chosen command id: a string or a non-negative integer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClientId {
+    Number(u64),
+    Text(String),
+}
+
+/// The events a client may report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportedEvent {
+    PlcLinkLost,
+    PlcLinkRestored,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WireStatus {
     pub v: u32,
-    /// `camera_lost`, `camera_restored`, `references_reloaded` or `reload_refused`.
+    /// `camera_lost`, `camera_restored`, `references_reloaded`, `reload_refused`,
+    /// `plc_link_lost` or `plc_link_restored`.
     pub event: String,
+    /// The frame source, or the reporting client's name (PLC link events).
     pub source: String,
     /// RFC 3339, UTC, microseconds.
     pub at: String,
@@ -50,8 +164,36 @@ pub struct Hello {
     pub v: u32,
     /// `inspectord <version>`.
     pub daemon: String,
+    /// The protocol versions the daemon speaks.
+    pub protocols: Vec<u32>,
+    /// 16 hex digits, new at every daemon start (`seq` restarts at 1 in each run).
+    pub run_id: String,
+    /// The `seq` of the last verdict emitted so far (0 if none).
+    pub seq: u64,
+    pub trigger_mode: TriggerMode,
+    /// The verdicts still retained for `subscribe`; null when none.
+    pub retained: Option<SeqRange>,
     pub model_sha256: String,
     pub reference_set: String,
+    /// Whether this connection may send `trigger` and `report`.
+    pub control: bool,
+}
+
+/// How the source takes frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TriggerMode {
+    /// As fast as the source gives them; `trigger` is missed.
+    FreeRun,
+    /// One frame per `trigger` command.
+    Command,
+}
+
+/// An inclusive range of verdict `seq`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqRange {
+    pub from_seq: u64,
+    pub to_seq: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,12 +202,15 @@ pub struct WireVerdict {
     pub seq: u64,
     pub source: String,
     pub frame: String,
-    /// The part the frame was triggered for (trigger mode only).
+    /// The acquisition id of the trigger that took the frame (trigger mode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub part: Option<String>,
+    pub acq_id: Option<u64>,
+    /// The part named by that trigger (trigger mode only, when the trigger named one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_id: Option<String>,
     /// RFC 3339, UTC, microseconds.
     pub captured_at: String,
-    /// `pass`, `fail` or `error`.
+    /// `pass`, `fail`, `error` or `skipped`.
     pub verdict: String,
     pub score: Option<f64>,
     pub threshold: Option<f64>,
@@ -74,8 +219,12 @@ pub struct WireVerdict {
     pub latency_us: u64,
     pub model_sha256: String,
     pub reference_set: String,
+    /// `error` verdicts: why the frame could not be inspected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `skipped` verdicts: why no image was inspected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -83,6 +232,137 @@ pub struct WireSoart3 {
     pub beta: f64,
     pub eta: f64,
     pub gamma: f64,
+}
+
+/// The daemon's counters since it started (heartbeat, snapshot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Verdicts emitted (every kind).
+    pub frames: u64,
+    pub pass: u64,
+    pub fail: u64,
+    pub error: u64,
+    pub skipped: u64,
+    /// Trigger commands received (acknowledged or missed).
+    pub triggers: u64,
+    pub triggers_missed: u64,
+    /// Clients connected now.
+    pub clients: u64,
+    /// Clients disconnected for not reading.
+    pub evicted: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub v: u32,
+    /// RFC 3339, UTC, microseconds.
+    pub at: String,
+    /// The `seq` of the last verdict emitted.
+    pub seq: u64,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerAck {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<ClientId>,
+    pub acq_id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerMissed {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<ClientId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_id: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscribed {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<ClientId>,
+    pub from_seq: u64,
+    /// The last verdict emitted at the cut; later ones follow live.
+    pub to_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gap {
+    pub v: u32,
+    /// The first verdict `seq` that is no longer retained.
+    pub from_seq: u64,
+    /// The last one.
+    pub to_seq: u64,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Acked {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<ClientId>,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pong {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<ClientId>,
+    /// RFC 3339, UTC, microseconds.
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<ClientId>,
+    pub run_id: String,
+    pub seq: u64,
+    pub uptime_s: f64,
+    pub trigger_mode: TriggerMode,
+    /// `running`, `lost` (a camera), or `replay`.
+    pub camera: String,
+    pub model_sha256: String,
+    pub reference_set: String,
+    pub counters: Counters,
+    /// Verdicts per second over the last 10 s.
+    pub fps: f64,
+    pub retained: Option<SeqRange>,
+    pub clients: Vec<ClientInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    pub client: u64,
+    /// The peer's user id (SO_PEERCRED).
+    pub uid: u32,
+    pub control: bool,
+    /// The last `seq` this client acknowledged with `ack`.
+    pub acked_seq: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reported {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<ClientId>,
+    pub event: ReportedEvent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireError {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<ClientId>,
+    pub reason: String,
 }
 
 /// RFC 3339 UTC with microseconds, e.g. `2026-11-28T16:02:33.123456Z`.
@@ -111,13 +391,19 @@ pub fn to_wire(v: &Verdict, latency: Duration) -> WireVerdict {
             None,
         ),
         Outcome::Error { reason } => (None, None, None, None, Some(reason.clone())),
+        Outcome::Skipped { .. } => (None, None, None, None, None),
+    };
+    let skipped = match &v.outcome {
+        Outcome::Skipped { reason } => Some(reason.clone()),
+        _ => None,
     };
     WireVerdict {
         v: PROTOCOL_VERSION,
         seq: v.seq,
         source: v.source.to_string(),
         frame: v.frame.clone(),
-        part: v.part.clone(),
+        acq_id: v.trigger.as_ref().map(|t| t.acq_id),
+        part_id: v.trigger.as_ref().and_then(|t| t.part_id.clone()),
         captured_at: rfc3339_micros(v.captured_at),
         verdict: v.label().to_string(),
         score,
@@ -128,6 +414,7 @@ pub fn to_wire(v: &Verdict, latency: Duration) -> WireVerdict {
         model_sha256: v.model_sha256.to_string(),
         reference_set: v.reference_set.to_string(),
         error,
+        reason: skipped,
     }
 }
 
@@ -138,16 +425,6 @@ pub fn line(m: &Message) -> String {
         .unwrap_or_else(|e| format!("{{\"type\":\"internal_error\",\"error\":\"{e}\"}}"));
     s.push('\n');
     s
-}
-
-/// The `hello` line for the model and reference set in force.
-pub fn hello_line(model_sha256: &str, reference_set: &str) -> String {
-    line(&Message::Hello(Hello {
-        v: PROTOCOL_VERSION,
-        daemon: format!("inspectord {}", env!("CARGO_PKG_VERSION")),
-        model_sha256: model_sha256.to_string(),
-        reference_set: reference_set.to_string(),
-    }))
 }
 
 /// A status event as a JSON line.
@@ -161,6 +438,22 @@ pub fn status_line(e: &StatusEvent) -> String {
         reason: e.reason.clone(),
         reference_set: e.reference_set.as_deref().map(str::to_string),
         previous_reference_set: e.previous_reference_set.as_deref().map(str::to_string),
+    }))
+}
+
+/// The `hello` line (placeholder until the socket thread builds it per connection).
+pub fn hello_line(model_sha256: &str, reference_set: &str) -> String {
+    line(&Message::Hello(Hello {
+        v: PROTOCOL_VERSION,
+        daemon: format!("inspectord {}", env!("CARGO_PKG_VERSION")),
+        protocols: PROTOCOLS.to_vec(),
+        run_id: String::new(),
+        seq: 0,
+        trigger_mode: TriggerMode::FreeRun,
+        retained: None,
+        model_sha256: model_sha256.to_string(),
+        reference_set: reference_set.to_string(),
+        control: false,
     }))
 }
 
@@ -182,7 +475,7 @@ mod tests {
             seq: 7,
             source: Arc::from("replay"),
             frame: "cell0001.png".into(),
-            part: None,
+            trigger: None,
             captured_at: UNIX_EPOCH + Duration::from_micros(1_790_000_000_123_456),
             taken: Instant::now(),
             outcome,
@@ -208,7 +501,7 @@ mod tests {
         assert!(text.ends_with('\n'));
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["type"], "verdict");
-        assert_eq!(json["v"], 1);
+        assert_eq!(json["v"], 2);
         assert_eq!(json["verdict"], "fail");
         assert_eq!(json["captured_at"], "2026-09-21T14:13:20.123456Z");
         assert_eq!(json["soart3"]["eta"], 0.75);

@@ -14,7 +14,7 @@ use image::DynamicImage;
 use inspectord::config::{ReplayConfig, ScoringConfig};
 use inspectord::encoder::Model;
 use inspectord::inspect::{Inspector, Scorer};
-use inspectord::pipeline::{self, Control, Input, Pipeline, Signals, Triggering};
+use inspectord::pipeline::{self, Control, Input, Pipeline, Signals, Trigger, Triggering};
 use inspectord::preprocess::{Preprocessor, decode};
 use inspectord::references::ReferenceSet;
 use inspectord::service::Notifier;
@@ -54,7 +54,7 @@ impl Sink for Collect {
         let _ = self.0.send(Seen::Verdict {
             seq: r.verdict.seq,
             frame: r.verdict.frame.clone(),
-            part: r.verdict.part.clone(),
+            part: r.verdict.trigger.as_ref().and_then(|t| t.part_id.clone()),
             line: r.line.to_string(),
         });
     }
@@ -118,9 +118,7 @@ fn start(art: &Artifacts, input: Input, notifier: Option<Notifier>) -> Run {
 
 fn trigger(run: &Run, part: &str) {
     run.control
-        .send(Control::Trigger {
-            part: Some(part.into()),
-        })
+        .send(Control::Trigger(Trigger::unanswered(Some(part.into()))))
         .expect("control channel open");
 }
 
@@ -211,7 +209,8 @@ fn replay_in_trigger_mode_takes_one_frame_per_trigger_and_idles_healthily() {
         assert_eq!(frame, names[i - 1]);
         assert_eq!(part.as_deref(), Some(format!("P{i}").as_str()));
         let wire: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(wire["part"], format!("P{i}"), "{line}");
+        assert_eq!(wire["part_id"], format!("P{i}"), "{line}");
+        assert_eq!(wire["acq_id"], i as u64, "{line}");
         common::assert_wire_verdict(&wire);
     }
     // And nothing more until the next trigger.

@@ -19,7 +19,7 @@ use crate::source::camera::{
     Backoff, CameraBackend, CaptureError, CapturedFrame, Supervision, crop_roi,
 };
 use crate::source::{Payload, SourceFrame};
-use crate::verdict::{StatusEvent, StatusKind};
+use crate::verdict::{StatusEvent, StatusKind, TriggerId};
 
 /// Triggers waiting for their frame at the capture thread.
 const OUTSTANDING_TRIGGERS: usize = 8;
@@ -49,7 +49,7 @@ struct Capture {
     /// Trigger mode: one read per command.
     reads: Option<Sender<()>>,
     /// The parts of the triggers sent, oldest first.
-    outstanding: VecDeque<Option<String>>,
+    outstanding: VecDeque<Option<TriggerId>>,
 }
 
 /// The capture thread's body: free-run reads continuously; trigger mode reads once per command.
@@ -178,7 +178,7 @@ impl CameraStage<'_> {
                     Err(_) => return Ended::Lost("the capture thread ended".into()),
                 },
                 recv(control) -> msg => match msg {
-                    Ok(Control::Trigger { part }) => trigger(capture, part),
+                    Ok(Control::Trigger(t)) => trigger(capture, self.intake.acknowledge(t)),
                     Err(_) => return Ended::Stop,
                 },
                 recv(src.stop.receiver()) -> _ => return Ended::Stop,
@@ -219,7 +219,7 @@ impl CameraStage<'_> {
         };
         let frame = SourceFrame {
             id,
-            part,
+            trigger: part,
             captured_at: SystemTime::now(),
             taken: Instant::now(),
             payload: payload
@@ -251,15 +251,15 @@ impl CameraStage<'_> {
 }
 
 /// Sends one read command to the capture thread for `part`.
-fn trigger(capture: &mut Capture, part: Option<String>) {
+fn trigger(capture: &mut Capture, part: TriggerId) {
     let Some(reads) = &capture.reads else {
         return;
     };
     if reads.try_send(()).is_ok() {
-        capture.outstanding.push_back(part);
+        capture.outstanding.push_back(Some(part));
     } else {
         tracing::warn!(
-            part = part.as_deref(),
+            part_id = part.part_id.as_deref(),
             outstanding = capture.outstanding.len(),
             "trigger refused: the camera has too many triggers outstanding"
         );

@@ -7,10 +7,46 @@ use crate::source::{Payload, SourceFrame};
 use crate::verdict::{StatusEvent, Verdict};
 
 /// A command into the source, through the control channel (see [`super::control_channel`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Control {
     /// Take one frame now (trigger mode), for the part named, if any: the verdict carries it.
-    Trigger { part: Option<String> },
+    Trigger(Trigger),
+}
+
+/// A trigger: the source answers it exactly once (taken, with its acquisition id, or missed)
+/// and, when taken, exactly one verdict carries that acquisition id.
+pub struct Trigger {
+    pub part_id: Option<String>,
+    /// Called once with the source's answer (the socket thread routes it to the client).
+    pub answer: Box<dyn FnOnce(TriggerAnswer) + Send>,
+}
+
+impl Trigger {
+    /// A trigger whose answer nobody waits for (tests, embedding).
+    pub fn unanswered(part_id: Option<String>) -> Trigger {
+        Trigger {
+            part_id,
+            answer: Box::new(|_| {}),
+        }
+    }
+}
+
+impl std::fmt::Debug for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trigger")
+            .field("part_id", &self.part_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The source's answer to a [`Trigger`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriggerAnswer {
+    /// Taken: a verdict with this acquisition id follows (within the trigger timeout, or
+    /// `skipped`).
+    Acked { acq_id: u64 },
+    /// Not taken, no image: why (`camera lost`, `not in trigger mode`, `busy: …`).
+    Missed { reason: String },
 }
 
 /// A frame taken by the source, on its way to an encoder worker.

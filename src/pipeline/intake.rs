@@ -7,10 +7,11 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, select};
 
 use super::Triggering;
-use super::events::{Control, Event, Job};
+use super::events::{Control, Event, Job, Trigger, TriggerAnswer};
 use super::monitor::Stages;
 use super::slot::SharedScorer;
 use crate::stop::StopSignal;
+use crate::verdict::TriggerId;
 
 pub(super) struct Intake {
     /// The verdicts' and status events' `source` field.
@@ -22,12 +23,14 @@ pub(super) struct Intake {
     pub events: Sender<Event>,
     pub stop: StopSignal,
     pub stages: Arc<Stages>,
+    /// Acquisition ids handed out so far (one per acknowledged trigger).
+    pub acquisitions: std::sync::atomic::AtomicU64,
 }
 
 /// What the source does next after looking at the control channel.
 pub(super) enum Next {
-    /// Take a frame, for this part if a trigger named one.
-    Take(Option<String>),
+    /// Take a frame, for this trigger in trigger mode.
+    Take(Option<TriggerId>),
     /// Stop, or no trigger can come any more.
     End,
 }
@@ -47,7 +50,7 @@ impl Intake {
             }
             Triggering::Control => select! {
                 recv(self.control) -> msg => match msg {
-                    Ok(Control::Trigger { part }) => Next::Take(part),
+                    Ok(Control::Trigger(t)) => Next::Take(Some(self.acknowledge(t))),
                     Err(_) => {
                         tracing::info!("trigger mode: the control channel is closed; no trigger can come");
                         Next::End
@@ -58,14 +61,32 @@ impl Intake {
         }
     }
 
+    /// Takes a trigger: the next acquisition id, answered at once.
+    pub fn acknowledge(&self, t: Trigger) -> TriggerId {
+        let acq_id = self
+            .acquisitions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        (t.answer)(TriggerAnswer::Acked { acq_id });
+        TriggerId {
+            acq_id,
+            part_id: t.part_id,
+        }
+    }
+
     /// Drains commands that have no meaning in free-run mode, logging each.
     pub fn ignore_commands(&self) {
         loop {
             match self.control.try_recv() {
-                Ok(Control::Trigger { part }) => tracing::warn!(
-                    part = part.as_deref(),
-                    "trigger ignored: the source free-runs (set the source's trigger mode to take frames on triggers)"
-                ),
+                Ok(Control::Trigger(t)) => {
+                    tracing::warn!(
+                        part_id = t.part_id.as_deref(),
+                        "trigger missed: the source free-runs (set [source] trigger = \"command\" to take frames on triggers)"
+                    );
+                    (t.answer)(TriggerAnswer::Missed {
+                        reason: "not in trigger mode".into(),
+                    });
+                }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
             }
         }

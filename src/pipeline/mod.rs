@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-pub use events::Control;
+pub use events::{Control, Trigger, TriggerAnswer};
 pub use monitor::Tally;
 pub use signals::{Reload, ReloadError, SignalHandlers};
 pub use slot::{ScorerSlot, SharedScorer, shared_scorer};
@@ -228,6 +228,7 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
         events: event_tx.clone(),
         stop: stop.clone(),
         stages: stages.clone(),
+        acquisitions: std::sync::atomic::AtomicU64::new(0),
     };
     let stage = SourceStage {
         intake,

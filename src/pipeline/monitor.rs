@@ -93,6 +93,7 @@ pub(super) struct Counters {
     pass: AtomicU64,
     fail: AtomicU64,
     error: AtomicU64,
+    skipped: AtomicU64,
 }
 
 /// What a run emitted.
@@ -102,6 +103,7 @@ pub struct Tally {
     pub pass: u64,
     pub fail: u64,
     pub error: u64,
+    pub skipped: u64,
 }
 
 impl Counters {
@@ -111,6 +113,7 @@ impl Counters {
             VerdictKind::Pass => &self.pass,
             VerdictKind::Fail => &self.fail,
             VerdictKind::Error => &self.error,
+            VerdictKind::Skipped => &self.skipped,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -121,6 +124,7 @@ impl Counters {
             pass: self.pass.load(Ordering::Relaxed),
             fail: self.fail.load(Ordering::Relaxed),
             error: self.error.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
         }
     }
 }

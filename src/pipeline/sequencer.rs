@@ -140,5 +140,11 @@ fn log_status(e: &StatusEvent) {
             reference_set = e.reference_set.as_deref(),
             "reload refused; the reference set in force stays"
         ),
+        StatusKind::PlcLinkLost => {
+            tracing::warn!(source = %e.source, reason, "a bridge reports its PLC link lost")
+        }
+        StatusKind::PlcLinkRestored => {
+            tracing::info!(source = %e.source, "a bridge reports its PLC link restored")
+        }
     }
 }

@@ -80,7 +80,7 @@ impl SourceStage {
             let SourceEvent::Frame(mut frame) = event else {
                 break;
             };
-            frame.part = part;
+            frame.trigger = part;
             let (seq, scorer) = self.intake.slot.admit();
             taken = seq;
             if self.intake.jobs.send(Job { seq, frame, scorer }).is_err() {

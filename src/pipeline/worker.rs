@@ -62,7 +62,7 @@ impl Worker {
                 seq,
                 source: self.source.clone(),
                 frame: frame.id,
-                part: frame.part,
+                trigger: frame.trigger,
                 captured_at: frame.captured_at,
                 taken: frame.taken,
                 outcome,

@@ -22,8 +22,8 @@ use crate::stop::StopSignal;
 pub struct SourceFrame {
     /// The frame's identity within its source (file name, camera frame number).
     pub id: String,
-    /// The part named by the trigger that took this frame (trigger mode).
-    pub part: Option<String>,
+    /// The trigger that took this frame (trigger mode).
+    pub trigger: Option<crate::verdict::TriggerId>,
     /// Wall-clock time it was taken.
     pub captured_at: SystemTime,
     /// Monotonic time it was taken; latency is measured from here.

@@ -266,7 +266,7 @@ impl FrameSource for ReplaySource {
             .map_err(|e| crate::error::chain(&e));
         SourceEvent::Frame(SourceFrame {
             id,
-            part: None,
+            trigger: None,
             captured_at: SystemTime::now(),
             taken: Instant::now(),
             payload,

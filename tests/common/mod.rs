@@ -226,7 +226,7 @@ pub fn parse_captured_at(s: &str) -> SystemTime {
 pub fn assert_wire_verdict(v: &Value) {
     let ctx = || v.to_string();
     assert_eq!(v["type"], "verdict", "{}", ctx());
-    assert_eq!(v["v"], 1, "{}", ctx());
+    assert_eq!(v["v"], 2, "{}", ctx());
     for key in [
         "seq",
         "source",
