@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use mio::net::UnixStream;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use crate::wire::{self, ClientId, Command, Message, ReportedEvent};
 
 /// Longest line accepted from the daemon.
 const MAX_LINE: usize = 1 << 20;
@@ -24,8 +26,8 @@ const MAX_LINE: usize = 1 << 20;
 /// A daemon line the bridge acts on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
-    Hello(Hello),
-    Verdict(WireResult),
+    Hello(wire::Hello),
+    Verdict(wire::WireVerdict),
     Status {
         event: String,
         reference_set: Option<String>,
@@ -52,43 +54,10 @@ pub enum Inbound {
         reason: String,
     },
     Snapshot {
-        camera: Option<String>,
+        camera: String,
     },
-    /// Anything else (heartbeat, pong, reported, unknown types): ignored.
+    /// Anything else (heartbeat, pong, acked, reported, a type of a later version): ignored.
     Other(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Hello {
-    #[serde(default)]
-    pub run_id: Option<String>,
-    #[serde(default)]
-    pub seq: u64,
-    #[serde(default)]
-    pub control: bool,
-    #[serde(default)]
-    pub model_sha256: String,
-    #[serde(default)]
-    pub reference_set: String,
-    #[serde(default)]
-    pub trigger_mode: Option<String>,
-}
-
-/// The fields of a `verdict` the PLC sees.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct WireResult {
-    pub seq: u64,
-    #[serde(default)]
-    pub acq_id: Option<u64>,
-    #[serde(default)]
-    pub part_id: Option<String>,
-    pub verdict: String,
-    #[serde(default)]
-    pub score: Option<f64>,
-    #[serde(default)]
-    pub threshold: Option<f64>,
-    #[serde(default)]
-    pub latency_us: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +76,7 @@ pub enum LinkError {
     Closed,
     #[error("a line from the daemon over {MAX_LINE} bytes")]
     LineTooLong,
-    #[error("a line from the daemon is not a JSON object with a type: {line}")]
+    #[error("a line from the daemon is not a protocol v2 message: {line}")]
     Malformed {
         line: String,
         #[source]
@@ -116,87 +85,118 @@ pub enum LinkError {
 }
 
 /// The `id` of a reply: the bridge sends integers; anything else is no id of ours.
-fn reply_id(v: &Value) -> Option<u64> {
-    v.get("id").and_then(Value::as_u64)
+fn reply_id(id: Option<ClientId>) -> Option<u64> {
+    match id {
+        Some(ClientId::Number(n)) => Some(n),
+        _ => None,
+    }
 }
 
-fn field<T: for<'de> Deserialize<'de>>(v: &Value, key: &str) -> Option<T> {
-    v.get(key).and_then(|x| T::deserialize(x).ok())
-}
+/// The message types of protocol v2 (a line of another type is ignored, not an error).
+const KNOWN: [&str; 13] = [
+    "hello",
+    "verdict",
+    "status",
+    "heartbeat",
+    "trigger_ack",
+    "trigger_missed",
+    "subscribed",
+    "gap",
+    "acked",
+    "pong",
+    "snapshot",
+    "reported",
+    "error",
+];
 
-/// Parses one line from the daemon.
+/// Parses one line from the daemon into the wire types of `wire.rs`.
 pub fn parse(line: &str) -> Result<Inbound, LinkError> {
     let malformed = |source| LinkError::Malformed {
         line: line.chars().take(200).collect(),
         source,
     };
     let v: Value = serde_json::from_str(line).map_err(malformed)?;
-    let kind = v
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let text = |key: &str| field::<String>(&v, key).unwrap_or_default();
-    let num = |key: &str| field::<u64>(&v, key).unwrap_or(0);
-    Ok(match kind.as_str() {
-        "hello" => Inbound::Hello(Hello::deserialize(&v).map_err(malformed)?),
-        "verdict" => Inbound::Verdict(WireResult::deserialize(&v).map_err(malformed)?),
-        "status" => Inbound::Status {
-            event: text("event"),
-            reference_set: field(&v, "reference_set"),
+    let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+    if !KNOWN.contains(&kind) {
+        return Ok(Inbound::Other(kind.to_string()));
+    }
+    Ok(match Message::deserialize(&v).map_err(malformed)? {
+        Message::Hello(h) => Inbound::Hello(h),
+        Message::Verdict(v) => Inbound::Verdict(v),
+        Message::Status(s) => Inbound::Status {
+            event: s.event,
+            reference_set: s.reference_set,
         },
-        "trigger_ack" => Inbound::TriggerAck {
-            id: reply_id(&v),
-            acq_id: num("acq_id"),
+        Message::TriggerAck(a) => Inbound::TriggerAck {
+            id: reply_id(a.id),
+            acq_id: a.acq_id,
         },
-        "trigger_missed" => Inbound::TriggerMissed {
-            id: reply_id(&v),
-            reason: text("reason"),
+        Message::TriggerMissed(m) => Inbound::TriggerMissed {
+            id: reply_id(m.id),
+            reason: m.reason,
         },
-        "subscribed" => Inbound::Subscribed {
-            from_seq: num("from_seq"),
-            to_seq: num("to_seq"),
+        Message::Subscribed(s) => Inbound::Subscribed {
+            from_seq: s.from_seq,
+            to_seq: s.to_seq,
         },
-        "gap" => Inbound::Gap {
-            from_seq: num("from_seq"),
-            to_seq: num("to_seq"),
-            count: num("count"),
+        Message::Gap(g) => Inbound::Gap {
+            from_seq: g.from_seq,
+            to_seq: g.to_seq,
+            count: g.count,
         },
-        "error" => Inbound::Error {
-            id: reply_id(&v),
-            reason: text("reason"),
+        Message::Error(e) => Inbound::Error {
+            id: reply_id(e.id),
+            reason: e.reason,
         },
-        "snapshot" => Inbound::Snapshot {
-            camera: field(&v, "camera"),
-        },
-        _ => Inbound::Other(kind),
+        Message::Snapshot(s) => Inbound::Snapshot { camera: s.camera },
+        other => Inbound::Other(format!("{other:?}").chars().take(40).collect()),
     })
 }
 
-/// `{"type":"trigger","part_id":"4711","id":7}`.
+fn command_line(c: &Command) -> String {
+    // Plain structs and strings: serialising cannot fail.
+    let mut s = serde_json::to_string(c).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// `{"type":"trigger","id":7,"part_id":"4711"}`.
 pub fn trigger_command(id: u64, part_id: u32) -> String {
-    line(json!({"type": "trigger", "part_id": part_id.to_string(), "id": id}))
+    command_line(&Command::Trigger {
+        id: Some(ClientId::Number(id)),
+        v: None,
+        part_id: Some(part_id.to_string()),
+    })
 }
 
 /// `{"type":"subscribe","from_seq":N}`.
 pub fn subscribe_command(from_seq: u64) -> String {
-    line(json!({"type": "subscribe", "from_seq": from_seq}))
+    command_line(&Command::Subscribe {
+        id: None,
+        v: None,
+        from_seq,
+    })
 }
 
 /// `{"type":"status"}`: the snapshot says whether the camera is lost.
 pub fn status_command() -> String {
-    line(json!({"type": "status"}))
+    command_line(&Command::Status { id: None, v: None })
 }
 
 /// `{"type":"report","event":…,"source":…,"reason":…}`.
-pub fn report_command(event: &str, source: &str, reason: &str) -> String {
-    line(json!({"type": "report", "event": event, "source": source, "reason": reason}))
-}
-
-fn line(v: Value) -> String {
-    let mut s = v.to_string();
-    s.push('\n');
-    s
+pub fn report_command(lost: bool, source: &str, reason: &str) -> String {
+    let event = if lost {
+        ReportedEvent::PlcLinkLost
+    } else {
+        ReportedEvent::PlcLinkRestored
+    };
+    command_line(&Command::Report {
+        id: None,
+        v: None,
+        event,
+        source: source.to_string(),
+        reason: Some(reason.to_string()),
+    })
 }
 
 /// What the bridge has handled, across connections.
@@ -396,9 +396,9 @@ mod tests {
         let Inbound::Hello(h) = parse(hello).unwrap() else {
             panic!("not a hello")
         };
-        assert_eq!(h.run_id.as_deref(), Some("5f3a9c0e12ab44d0"));
+        assert_eq!(h.run_id, "5f3a9c0e12ab44d0");
         assert_eq!((h.seq, h.control), (1234, true));
-        let verdict = r#"{"type":"verdict","v":2,"seq":17,"acq_id":3,"part_id":"4711","verdict":"skipped","score":null,"threshold":null,"latency_us":2997,"reason":"trigger timeout"}"#;
+        let verdict = r#"{"type":"verdict","v":2,"seq":17,"source":"replay","frame":"","acq_id":3,"part_id":"4711","captured_at":"2026-11-28T16:16:45.276158Z","verdict":"skipped","score":null,"threshold":null,"soart3":null,"reference_index":null,"latency_us":2997,"model_sha256":"ab","reference_set":"f0","reason":"trigger timeout"}"#;
         let Inbound::Verdict(v) = parse(verdict).unwrap() else {
             panic!("not a verdict")
         };
@@ -430,8 +430,8 @@ mod tests {
             }
         );
         assert_eq!(
-            parse(r#"{"type":"heartbeat","v":2,"seq":1}"#).unwrap(),
-            Inbound::Other("heartbeat".into())
+            parse(r#"{"type":"fancy_new_thing","v":3}"#).unwrap(),
+            Inbound::Other("fancy_new_thing".into())
         );
         assert!(parse("not json").is_err());
         assert!(parse(r#"{"type":"verdict","seq":"x"}"#).is_err());
@@ -440,15 +440,18 @@ mod tests {
     #[test]
     fn commands_are_single_json_lines() {
         let t: Value = serde_json::from_str(&trigger_command(7, 4711)).unwrap();
-        assert_eq!(t, json!({"type":"trigger","part_id":"4711","id":7}));
-        assert!(trigger_command(1, 2).ends_with("}\n"));
-        let r: Value =
-            serde_json::from_str(&report_command("plc_link_lost", "bridge-modbus", "why")).unwrap();
-        assert_eq!(r["source"], "bridge-modbus");
         assert_eq!(
-            subscribe_command(5),
-            "{\"from_seq\":5,\"type\":\"subscribe\"}\n"
+            t,
+            serde_json::json!({"type":"trigger","part_id":"4711","id":7})
         );
+        assert!(trigger_command(1, 2).ends_with("}\n"));
+        let r: Value = serde_json::from_str(&report_command(true, "bridge-modbus", "why")).unwrap();
+        assert_eq!(
+            (&r["source"], &r["event"]),
+            (&"bridge-modbus".into(), &"plc_link_lost".into())
+        );
+        let s: Value = serde_json::from_str(&subscribe_command(5)).unwrap();
+        assert_eq!(s, serde_json::json!({"type":"subscribe","from_seq":5}));
     }
 
     #[test]

@@ -219,18 +219,13 @@ impl Bridge {
     /// Tells the daemon the PLC link's state (`plc_link_lost` / `plc_link_restored`).
     fn report_plc_link(&mut self) {
         let ms = self.cfg.plc_timeout.as_millis();
-        let (event, reason) = if self.hs.watchdog_expired() {
-            (
-                "plc_link_lost",
-                format!("no Modbus request from the PLC for {ms} ms"),
-            )
+        let lost = self.hs.watchdog_expired();
+        let reason = if lost {
+            format!("no Modbus request from the PLC for {ms} ms")
         } else {
-            (
-                "plc_link_restored",
-                "Modbus requests from the PLC again".to_string(),
-            )
+            "Modbus requests from the PLC again".to_string()
         };
-        let line = link::report_command(event, &self.cfg.source, &reason);
+        let line = link::report_command(lost, &self.cfg.source, &reason);
         self.send_to_daemon(&line);
     }
 
@@ -352,15 +347,13 @@ impl Bridge {
                 tracing::warn!(id, reason, "the daemon refused a command");
                 self.hs.on_command_error(id, reason == "not permitted");
             }
-            Inbound::Snapshot { camera } => {
-                self.hs.set_camera_lost(camera.as_deref() == Some("lost"));
-            }
+            Inbound::Snapshot { camera } => self.hs.set_camera_lost(camera == "lost"),
             Inbound::Other(_) => {}
         }
     }
 
-    fn on_hello(&mut self, h: link::Hello) {
-        let run_id = h.run_id.clone().unwrap_or_default();
+    fn on_hello(&mut self, h: crate::wire::Hello) {
+        let run_id = h.run_id.clone();
         let start = self.resume.hello(&run_id, h.seq);
         if start == link::Start::NewRun {
             tracing::info!(run_id, "a new daemon run: results from its first seq");
@@ -381,7 +374,7 @@ impl Bridge {
             seq = h.seq,
             from_seq,
             control = h.control,
-            trigger_mode = h.trigger_mode.as_deref().unwrap_or("?"),
+            trigger_mode = ?h.trigger_mode,
             "daemon link up"
         );
         if !h.control {
@@ -646,7 +639,7 @@ fn owned_write(w: MbWrite) -> OwnedWrite {
     }
 }
 
-fn to_result(v: &link::WireResult) -> registers::InspectionResult {
+fn to_result(v: &crate::wire::WireVerdict) -> registers::InspectionResult {
     registers::InspectionResult {
         seq: v.seq,
         acquisition_id: v.acq_id.unwrap_or(0),
