@@ -491,7 +491,6 @@ impl Bridge {
         let mut resp = Vec::new();
         let mut f = ModbusFrame::new(self.cfg.unit_id, frame, ModbusProto::TcpUdp, &mut resp);
         f.parse().ok()?;
-        self.plc_request();
         if f.processing_required {
             let func = f.func;
             let result = if f.readonly {
@@ -507,6 +506,8 @@ impl Bridge {
         if f.response_required {
             f.finalize_response().ok()?;
         }
+        // After serving: the first response after an expiry still shows PlcWatchdogExpired.
+        self.plc_request();
         Some(resp)
     }
 
