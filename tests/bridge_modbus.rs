@@ -480,8 +480,7 @@ fn word_order(python: &Path, a: u16, b: u16, observer: &Observer) {
         .lock()
         .unwrap()
         .iter()
-        .filter(|v| v["type"] == "verdict")
-        .next_back()
+        .rfind(|v| v["type"] == "verdict")
         .cloned()
         .expect("a verdict");
     let acq = latest["acq_id"].as_u64().unwrap();
