@@ -14,7 +14,7 @@ fi
 
 seconds=${FUZZ_SECONDS:-30}
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(config references image)
+[[ ${#targets[@]} -gt 0 ]] || targets=(config references image command)
 cd fuzz
 
 for t in "${targets[@]}"; do

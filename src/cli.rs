@@ -98,6 +98,12 @@ pub enum Command {
     /// List the cameras the UVC (V4L2) and GenICam (Aravis) back ends find, with their modes and
     /// the `device = ` value that selects each.
     Devices,
+    /// Print the JSON Schema of the verdict socket's protocol: the daemon's messages or the
+    /// clients' commands (the same files as docs/protocol/).
+    Schema {
+        #[arg(value_enum)]
+        which: SchemaKind,
+    },
     /// A bridge to a field bus: a separate process, an ordinary client of the verdict socket.
     Bridge {
         #[command(subcommand)]
@@ -113,6 +119,15 @@ pub enum BridgeKind {
         #[arg(long, short)]
         config: PathBuf,
     },
+}
+
+/// One direction of the socket protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    /// What the daemon sends.
+    Messages,
+    /// What clients send.
+    Commands,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

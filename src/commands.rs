@@ -1,5 +1,6 @@
 //! One function per mode of the command line; errors are `anyhow` with context.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -571,4 +572,16 @@ pub fn devices() -> Result<String> {
         );
     }
     Ok(out.trim_end().to_string())
+}
+
+/// `schema`: the protocol's JSON Schema for one direction, on stdout.
+pub fn schema(which: crate::cli::SchemaKind) -> Result<()> {
+    let direction = match which {
+        crate::cli::SchemaKind::Messages => wire::Direction::Messages,
+        crate::cli::SchemaKind::Commands => wire::Direction::Commands,
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(wire::schema(direction).as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write the schema to stdout")
 }

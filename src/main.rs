@@ -65,5 +65,6 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Bridge {
             kind: BridgeKind::Modbus { config },
         } => commands::bridge_modbus(&config),
+        Command::Schema { which } => commands::schema(which),
     }
 }

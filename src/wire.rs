@@ -8,9 +8,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::verdict::{Outcome, StatusEvent, Verdict};
+use crate::verdict::{Outcome, StatusEvent, StatusKind, Verdict, VerdictKind};
 
 /// The version the daemon's messages carry in `"v"`.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -20,7 +21,7 @@ pub const PROTOCOLS: [u32; 2] = [1, 2];
 pub const MAX_COMMAND_LINE: usize = 64 * 1024;
 
 /// Every message the daemon sends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
     /// Sent once to each client when it connects.
@@ -52,7 +53,7 @@ pub enum Message {
 }
 
 /// Every command a client may send.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     /// Take one frame for this part (trigger mode; needs control permission).
@@ -122,7 +123,7 @@ impl Command {
 }
 
 /// A client-chosen command id: a string or a non-negative integer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ClientId {
     Number(u64),
@@ -130,19 +131,17 @@ pub enum ClientId {
 }
 
 /// The events a client may report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportedEvent {
     PlcLinkLost,
     PlcLinkRestored,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WireStatus {
     pub v: u32,
-    /// `camera_lost`, `camera_restored`, `references_reloaded`, `reload_refused`,
-    /// `plc_link_lost` or `plc_link_restored`.
-    pub event: String,
+    pub event: WireEvent,
     /// The frame source, or the reporting client's name (PLC link events).
     pub source: String,
     /// RFC 3339, UTC, microseconds.
@@ -159,7 +158,7 @@ pub struct WireStatus {
     pub previous_reference_set: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Hello {
     pub v: u32,
     /// `inspectord <version>`.
@@ -180,7 +179,7 @@ pub struct Hello {
 }
 
 /// How the source takes frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TriggerMode {
     /// As fast as the source gives them; `trigger` is missed.
@@ -190,13 +189,13 @@ pub enum TriggerMode {
 }
 
 /// An inclusive range of verdict `seq`s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SeqRange {
     pub from_seq: u64,
     pub to_seq: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WireVerdict {
     pub v: u32,
     pub seq: u64,
@@ -210,8 +209,7 @@ pub struct WireVerdict {
     pub part_id: Option<String>,
     /// RFC 3339, UTC, microseconds.
     pub captured_at: String,
-    /// `pass`, `fail`, `error` or `skipped`.
-    pub verdict: String,
+    pub verdict: WireVerdictKind,
     pub score: Option<f64>,
     pub threshold: Option<f64>,
     pub soart3: Option<WireSoart3>,
@@ -227,7 +225,63 @@ pub struct WireVerdict {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// What a verdict says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WireVerdictKind {
+    /// `score <= threshold`.
+    Pass,
+    /// `score > threshold`.
+    Fail,
+    /// The frame could not be inspected (`error` says why); never a pass.
+    Error,
+    /// No image was inspected for this frame or trigger (`reason` says why).
+    Skipped,
+}
+
+impl From<VerdictKind> for WireVerdictKind {
+    fn from(k: VerdictKind) -> Self {
+        match k {
+            VerdictKind::Pass => Self::Pass,
+            VerdictKind::Fail => Self::Fail,
+            VerdictKind::Error => Self::Error,
+            VerdictKind::Skipped => Self::Skipped,
+        }
+    }
+}
+
+/// What a status event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WireEvent {
+    /// No frame within the frame timeout, a read error, or the camera could not be opened.
+    CameraLost,
+    /// The first frame after a loss.
+    CameraRestored,
+    /// A new reference set, threshold and scoring settings are in force after `after_seq`.
+    ReferencesReloaded,
+    /// The new files were refused; the set in force stays.
+    ReloadRefused,
+    /// A bridge reports that its PLC stopped polling.
+    PlcLinkLost,
+    /// A bridge reports that its PLC polls again.
+    PlcLinkRestored,
+}
+
+impl From<StatusKind> for WireEvent {
+    fn from(k: StatusKind) -> Self {
+        match k {
+            StatusKind::CameraLost => Self::CameraLost,
+            StatusKind::CameraRestored => Self::CameraRestored,
+            StatusKind::ReferencesReloaded => Self::ReferencesReloaded,
+            StatusKind::ReloadRefused => Self::ReloadRefused,
+            StatusKind::PlcLinkLost => Self::PlcLinkLost,
+            StatusKind::PlcLinkRestored => Self::PlcLinkRestored,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WireSoart3 {
     pub beta: f64,
     pub eta: f64,
@@ -235,7 +289,7 @@ pub struct WireSoart3 {
 }
 
 /// The daemon's counters since it started (heartbeat, snapshot).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Counters {
     /// Verdicts emitted (every kind).
     pub frames: u64,
@@ -252,7 +306,7 @@ pub struct Counters {
     pub evicted: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Heartbeat {
     pub v: u32,
     /// RFC 3339, UTC, microseconds.
@@ -262,7 +316,7 @@ pub struct Heartbeat {
     pub counters: Counters,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TriggerAck {
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -272,7 +326,7 @@ pub struct TriggerAck {
     pub part_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TriggerMissed {
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -282,7 +336,7 @@ pub struct TriggerMissed {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Subscribed {
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -292,7 +346,7 @@ pub struct Subscribed {
     pub to_seq: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Gap {
     pub v: u32,
     /// The first verdict `seq` that is no longer retained.
@@ -302,7 +356,7 @@ pub struct Gap {
     pub count: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Acked {
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -310,7 +364,7 @@ pub struct Acked {
     pub seq: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Pong {
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -319,7 +373,7 @@ pub struct Pong {
     pub at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Snapshot {
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -339,7 +393,7 @@ pub struct Snapshot {
     pub clients: Vec<ClientInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ClientInfo {
     pub client: u64,
     /// The peer's user id (SO_PEERCRED).
@@ -349,7 +403,7 @@ pub struct ClientInfo {
     pub acked_seq: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Reported {
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -357,12 +411,64 @@ pub struct Reported {
     pub event: ReportedEvent,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WireError {
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<ClientId>,
     pub reason: String,
+}
+
+/// Why a client's line is not a command.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("line too long: over {MAX_COMMAND_LINE} bytes")]
+    TooLong,
+    #[error("not UTF-8")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    #[error("not a command: {0}")]
+    Invalid(#[source] serde_json::Error),
+}
+
+/// One line from a client (without its newline) as a command.
+pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
+    if line.len() >= MAX_COMMAND_LINE {
+        return Err(CommandError::TooLong);
+    }
+    let text = std::str::from_utf8(line).map_err(CommandError::NotUtf8)?;
+    serde_json::from_str(text.trim_end_matches('\r')).map_err(CommandError::Invalid)
+}
+
+/// The `id` of a line that is not a valid command, when it is a JSON object with a usable one,
+/// so that even the `error` reply can be matched to its command.
+pub fn salvage_id(line: &[u8]) -> Option<ClientId> {
+    #[derive(Deserialize)]
+    struct JustId {
+        id: Option<ClientId>,
+    }
+    serde_json::from_slice::<JustId>(line).ok()?.id
+}
+
+/// Which side's messages a schema describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// What the daemon sends ([`Message`]).
+    Messages,
+    /// What clients send ([`Command`]).
+    Commands,
+}
+
+/// The JSON Schema (draft 2020-12) of one direction of the protocol, pretty-printed, generated
+/// from the wire types (committed as `docs/protocol/*.schema.json`; a test keeps them equal).
+pub fn schema(direction: Direction) -> String {
+    let schema = match direction {
+        Direction::Messages => schemars::schema_for!(Message),
+        Direction::Commands => schemars::schema_for!(Command),
+    };
+    let mut text =
+        serde_json::to_string_pretty(&schema).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    text.push('\n');
+    text
 }
 
 /// RFC 3339 UTC with microseconds, e.g. `2026-11-28T16:02:33.123456Z`.
@@ -405,7 +511,7 @@ pub fn to_wire(v: &Verdict, latency: Duration) -> WireVerdict {
         acq_id: v.trigger.as_ref().map(|t| t.acq_id),
         part_id: v.trigger.as_ref().and_then(|t| t.part_id.clone()),
         captured_at: rfc3339_micros(v.captured_at),
-        verdict: v.label().to_string(),
+        verdict: v.outcome.kind().into(),
         score,
         threshold,
         soart3,
@@ -431,7 +537,7 @@ pub fn line(m: &Message) -> String {
 pub fn status_line(e: &StatusEvent) -> String {
     line(&Message::Status(WireStatus {
         v: PROTOCOL_VERSION,
-        event: e.kind.as_str().to_string(),
+        event: e.kind.into(),
         source: e.source.to_string(),
         at: rfc3339_micros(e.at),
         after_seq: e.after_seq,

@@ -164,7 +164,8 @@ pub fn parse_json_lines<S: AsRef<str>>(lines: &[S]) -> Vec<Value> {
         .collect()
 }
 
-/// Splits bytes read from a socket into lines; every line must end with `\n`.
+/// Splits bytes read from a socket into lines; every line must end with `\n` and be a message
+/// valid against the committed JSON Schema (docs/protocol/messages.schema.json).
 pub fn socket_lines(bytes: &[u8]) -> Vec<String> {
     let text = std::str::from_utf8(bytes).expect("the verdict socket sends UTF-8");
     assert!(
@@ -172,7 +173,52 @@ pub fn socket_lines(bytes: &[u8]) -> Vec<String> {
         "the stream ends in the middle of a line: {:?}",
         tail(text)
     );
-    text.lines().map(str::to_string).collect()
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    for line in &lines {
+        let value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("the socket sent a line that is not JSON ({e}): {line}"));
+        assert_valid_message(&value);
+    }
+    lines
+}
+
+/// The committed schema of one direction of the socket protocol, compiled once.
+fn protocol_validator(file: &str) -> jsonschema::Validator {
+    let path = repo().join("docs/protocol").join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let schema: Value = serde_json::from_str(&text).expect("the committed schema is JSON");
+    jsonschema::validator_for(&schema).expect("the committed schema compiles")
+}
+
+/// Panics unless `message` is valid against docs/protocol/messages.schema.json.
+pub fn assert_valid_message(message: &Value) {
+    static MESSAGES: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let validator = MESSAGES.get_or_init(|| protocol_validator("messages.schema.json"));
+    let errors: Vec<String> = validator
+        .iter_errors(message)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the daemon sent a message its schema rejects: {message}\n{}",
+        errors.join("\n")
+    );
+}
+
+/// Panics unless `command` is valid against docs/protocol/commands.schema.json.
+pub fn assert_valid_command(command: &Value) {
+    static COMMANDS: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let validator = COMMANDS.get_or_init(|| protocol_validator("commands.schema.json"));
+    let errors: Vec<String> = validator
+        .iter_errors(command)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "a test command its schema rejects: {command}\n{}",
+        errors.join("\n")
+    );
 }
 
 fn tail(s: &str) -> &str {
@@ -224,6 +270,7 @@ pub fn parse_captured_at(s: &str) -> SystemTime {
 
 /// Asserts that a verdict line holds every field of protocol v1 with the right JSON type.
 pub fn assert_wire_verdict(v: &Value) {
+    assert_valid_message(v);
     let ctx = || v.to_string();
     assert_eq!(v["type"], "verdict", "{}", ctx());
     assert_eq!(v["v"], 2, "{}", ctx());

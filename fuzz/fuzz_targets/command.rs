@@ -1,0 +1,21 @@
+//! A client's line on the verdict socket, as the socket thread reads it: it is a command or an
+//! error with a reason, never a panic; a command survives a round trip through its wire form,
+//! and the `id` of a rejected line is salvaged without panicking either.
+#![no_main]
+
+use inspectord::wire::{self, Command};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    match wire::parse_command(data) {
+        Ok(command) => {
+            let text = serde_json::to_string(&command).expect("a command serialises");
+            let back: Command = serde_json::from_str(&text).expect("a command parses back");
+            assert_eq!(back, command, "{text}");
+        }
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+            let _ = wire::salvage_id(data);
+        }
+    }
+});
