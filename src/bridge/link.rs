@@ -29,7 +29,7 @@ pub enum Inbound {
     Hello(wire::Hello),
     Verdict(wire::WireVerdict),
     Status {
-        event: String,
+        event: wire::WireEvent,
         reference_set: Option<String>,
     },
     TriggerAck {
@@ -406,7 +406,7 @@ mod tests {
             (v.seq, v.acq_id, v.part_id.as_deref()),
             (17, Some(3), Some("4711"))
         );
-        assert_eq!((v.verdict.as_str(), v.score), ("skipped", None));
+        assert_eq!((v.verdict, v.score), (wire::WireVerdictKind::Skipped, None));
         assert_eq!(
             parse(r#"{"type":"trigger_ack","v":2,"acq_id":9,"part_id":"1","id":4}"#).unwrap(),
             Inbound::TriggerAck {

@@ -25,6 +25,7 @@ use rmodbus::{ErrorKind, ModbusProto};
 
 use crate::config::BridgeConfig;
 use crate::error::chain;
+use crate::wire::WireEvent;
 use handshake::{Action, Handshake};
 use link::{Backoff, Connection, Inbound, Resume};
 use registers::{coil, status};
@@ -310,16 +311,16 @@ impl Bridge {
             Inbound::Status {
                 event,
                 reference_set,
-            } => {
-                match event.as_str() {
-                    "camera_lost" => self.hs.set_camera_lost(true),
-                    "camera_restored" => self.hs.set_camera_lost(false),
-                    _ => {}
+            } => match event {
+                WireEvent::CameraLost => self.hs.set_camera_lost(true),
+                WireEvent::CameraRestored => self.hs.set_camera_lost(false),
+                WireEvent::ReferencesReloaded => {
+                    if let Some(set) = reference_set {
+                        self.hs.identity.reference_set = set;
+                    }
                 }
-                if let Some(set) = reference_set.filter(|_| event == "references_reloaded") {
-                    self.hs.identity.reference_set = set;
-                }
-            }
+                _ => {}
+            },
             Inbound::TriggerAck { id, acq_id } => self.hs.on_trigger_ack(id, acq_id),
             Inbound::TriggerMissed { id, reason } => {
                 tracing::warn!(id, reason, "the daemon missed a trigger");
@@ -649,7 +650,7 @@ fn to_result(v: &crate::wire::WireVerdict) -> registers::InspectionResult {
             .as_deref()
             .and_then(|p| p.parse().ok())
             .unwrap_or(0),
-        code: registers::ResultCode::of(&v.verdict),
+        code: registers::ResultCode::of(v.verdict),
         score: v.score,
         threshold: v.threshold,
         latency_ms: u32::try_from(v.latency_us / 1000).unwrap_or(u32::MAX),

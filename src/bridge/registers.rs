@@ -6,6 +6,7 @@
 //! [`CONTROL`], [`PART_ID`] and [`PART_ID`]` + 1` are writable.
 
 use crate::config::WordOrder;
+use crate::wire::WireVerdictKind;
 
 /// Coils (read/write), 0-based.
 pub mod coil {
@@ -82,13 +83,13 @@ pub enum ResultCode {
 }
 
 impl ResultCode {
-    /// From a verdict's `verdict` field; an unknown kind is an error result.
-    pub fn of(verdict: &str) -> ResultCode {
+    /// From a verdict's `verdict` field.
+    pub fn of(verdict: WireVerdictKind) -> ResultCode {
         match verdict {
-            "pass" => ResultCode::Pass,
-            "fail" => ResultCode::Fail,
-            "skipped" => ResultCode::Skipped,
-            _ => ResultCode::Error,
+            WireVerdictKind::Pass => ResultCode::Pass,
+            WireVerdictKind::Fail => ResultCode::Fail,
+            WireVerdictKind::Error => ResultCode::Error,
+            WireVerdictKind::Skipped => ResultCode::Skipped,
         }
     }
 }
