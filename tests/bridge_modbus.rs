@@ -595,3 +595,82 @@ fn daemon_restart(
     let done = daemon.wait(WAIT);
     done.assert_success();
 }
+
+/// The port passed by socket activation (`systemd-socket-activate`, as inspectord-modbus.socket
+/// does it), served with no daemon: Online off, ErrorCode 1, writes of read-only registers
+/// refused; a bad bridge config names its keys.
+#[test]
+fn a_socket_activated_bridge_without_a_daemon_says_why() {
+    let tmp = common::temp_dir();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let config = tmp.path().join("modbus.toml");
+    let text = "[daemon]\nsocket = \"absent.sock\"\n\n[modbus]\nlisten = \"127.0.0.1:1\"\n";
+    std::fs::write(&config, text).expect("write config");
+    let mut sa = Command::new("systemd-socket-activate");
+    sa.current_dir(tmp.path())
+        .stdin(std::process::Stdio::null())
+        .args(["-l", &format!("127.0.0.1:{port}")])
+        .arg(common::bin())
+        .args(["bridge", "modbus", "--config"])
+        .arg(&config);
+    let bridge = common::spawn(sa, LIMIT);
+    let end = Instant::now() + WAIT;
+    let bits = loop {
+        match mbpoll(port, &["-t", "1", "-r", "0", "-c", "12"], &[]) {
+            Ok(rows) => break rows,
+            Err(e) => assert!(
+                Instant::now() < end,
+                "never served: {e}\n{}",
+                bridge.stderr_so_far()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let bit = |i: usize| bits[i].1 == "1";
+    assert!(
+        !bit(0) && !bit(1) && bit(9),
+        "not Online, not ready, Error: {bits:?}"
+    );
+    assert_eq!(mb_u(port, "3", 101), 1, "ErrorCode 1: daemon unreachable");
+    assert_eq!(mb_u(port, "4", 101), 1, "the holding mirror");
+    let err = mbpoll(port, &["-t", "4", "-r", "3"], &["1"]).expect_err("read-only");
+    assert!(err.contains("Illegal data address"), "{err}");
+    mb_write(port, &["-t", "4:int", "-B", "-r", "1"], &["123456"]);
+    assert_eq!(mb_u(port, "4:int", 1), 123_456, "PartId is writable");
+    // A trigger while the daemon is away is missed, and counted.
+    mb_write(port, &["-t", "4", "-r", "0"], &["3"]); // TriggerEnable + Trigger in one write
+    assert_eq!(
+        mb_read(port, &["-t", "1", "-r", "3"])[0].1,
+        "1",
+        "MissedTrigger"
+    );
+    assert_eq!(mb_u(port, "3:int", 130), 1, "MissedTriggerCount");
+    assert_eq!(mb_read(port, &["-t", "0", "-r", "0", "-c", "2"]).len(), 2);
+    bridge.signal(libc::SIGTERM);
+    let done = bridge.wait(WAIT);
+    assert!(done.status.success(), "{}\n{}", done.status, done.stderr);
+    assert!(
+        done.stderr.contains("daemon unreachable"),
+        "{}",
+        done.stderr
+    );
+    assert!(
+        !done.stderr.contains("127.0.0.1:1"),
+        "the passed socket is used, not `listen`"
+    );
+
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "[modbus]\nunit_id = 300\nword_order = \"middle\"\n").expect("write");
+    let b = bad.to_str().expect("UTF-8");
+    let out = common::run(
+        common::command(tmp.path(), ["bridge", "modbus", "--config", b]),
+        WAIT,
+    );
+    assert!(!out.status.success());
+    for key in ["modbus.unit_id", "modbus.word_order"] {
+        assert!(out.stderr.contains(key), "{key} not named:\n{}", out.stderr);
+    }
+}
