@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
+use crossbeam_channel::Sender;
 
 use crate::cli::Mode;
 use crate::config::{Config, ReplayConfig, SourceConfig, default_extensions, defaults};
@@ -121,11 +122,34 @@ fn source(config: &SourceConfig) -> Result<Input> {
 }
 
 /// The verdict socket: the one passed by socket activation, else `output.socket` bound here.
-fn socket(l: &Loaded, scorer: &Scorer) -> Result<Option<(SocketServer, socket::Broadcaster)>> {
-    let hello = wire::hello_line(&l.model.sha256, &scorer.id);
+/// `control` is where its clients' triggers go.
+fn socket(
+    l: &Loaded,
+    scorer: &Scorer,
+    triggering: Triggering,
+    control: Sender<pipeline::Control>,
+) -> Result<Option<(SocketServer, socket::Broadcaster)>> {
+    let output = &l.config.output;
     let settings = SocketSettings {
-        client_buffer: l.config.output.client_buffer,
-        max_clients: l.config.output.max_clients,
+        client_buffer: output.client_buffer,
+        max_clients: output.max_clients,
+        retain: output.retain,
+        heartbeat: output.heartbeat,
+        commands_per_second: l.config.control.commands_per_second,
+        policy: socket::ControlPolicy::new(
+            l.config.control.users.clone(),
+            l.config.control.groups.clone(),
+        ),
+    };
+    let hello = socket::RunInfo {
+        model_sha256: Arc::from(l.model.sha256.as_str()),
+        reference_set: scorer.id.clone(),
+        trigger_mode: match triggering {
+            Triggering::FreeRun => wire::TriggerMode::FreeRun,
+            Triggering::Control => wire::TriggerMode::Command,
+        },
+        replay: matches!(l.config.source, SourceConfig::Replay(_)),
+        control: Some(control),
     };
     // Socket activation: the service manager owns the socket file; clients may already be
     // waiting in its backlog.
@@ -171,6 +195,7 @@ fn reloader(l: &Loaded) -> pipeline::Reload {
             ("source", config.source != running.source),
             ("model", config.model != running.model),
             ("output", config.output != running.output),
+            ("control", config.control != running.control),
             ("runtime", config.runtime != running.runtime),
             ("failures", config.failures != running.failures),
         ]
@@ -271,7 +296,10 @@ fn start(p: Prepared, mut sinks: Vec<Box<dyn Sink>>, wait_clients: usize) -> Res
     let model_sha256: Arc<str> = Arc::from(l.model.sha256.as_str());
     // Before the socket is bound: a stop signal from now on drains and removes the socket file.
     let signals = pipeline::SignalHandlers::install(Some(reloader(&l)))?;
-    let socket = socket(&l, &scorer)?;
+    // No trigger source in the config yet: free-run; the socket answers triggers as missed.
+    let triggering = Triggering::FreeRun;
+    let (control_tx, control) = pipeline::control_channel();
+    let socket = socket(&l, &scorer, triggering, control_tx)?;
     let wait_clients = match (&socket, wait_clients) {
         (_, 0) => None,
         (Some((_, b)), count) => Some(WaitClients {
@@ -284,7 +312,7 @@ fn start(p: Prepared, mut sinks: Vec<Box<dyn Sink>>, wait_clients: usize) -> Res
         ),
     };
     let server = socket.map(|(server, broadcaster)| {
-        sinks.push(Box::new(SocketSink::new(broadcaster, model_sha256.clone())));
+        sinks.push(Box::new(SocketSink::new(broadcaster)));
         server
     });
     sinks.extend(failures.map(|f| Box::new(f) as Box<dyn Sink>));
@@ -296,11 +324,9 @@ fn start(p: Prepared, mut sinks: Vec<Box<dyn Sink>>, wait_clients: usize) -> Res
         startup_ms = started.elapsed().as_millis() as u64,
         "ready"
     );
-    // No command source yet: free-run, and the control channel stays quiet.
-    let (_control_tx, control) = pipeline::control_channel();
     let tally = pipeline::run(Pipeline {
         source: input,
-        triggering: Triggering::FreeRun,
+        triggering,
         control,
         inspectors,
         scorer: pipeline::shared_scorer(scorer),
@@ -356,6 +382,16 @@ pub fn check(config_path: &Path, mode: Mode) -> Result<String> {
         s.orders.eta_p,
         s.orders.gamma_p,
         s.threshold,
+    );
+    let (output, control) = (&l.config.output, &l.config.control);
+    let policy = socket::ControlPolicy::new(control.users.clone(), control.groups.clone());
+    report += &format!(
+        "\n  socket protocol: retain {} lines, heartbeat {}, control for {policy}, {} commands/s per client",
+        output.retain,
+        output
+            .heartbeat
+            .map_or("off".to_string(), |d| format!("every {} ms", d.as_millis())),
+        control.commands_per_second,
     );
     for w in &l.config.warnings {
         report += &format!("\n  warning: {w}");

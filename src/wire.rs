@@ -419,36 +419,6 @@ pub struct WireError {
     pub reason: String,
 }
 
-/// Why a client's line is not a command.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error("line too long: over {MAX_COMMAND_LINE} bytes")]
-    TooLong,
-    #[error("not UTF-8")]
-    NotUtf8(#[source] std::str::Utf8Error),
-    #[error("not a command: {0}")]
-    Invalid(#[source] serde_json::Error),
-}
-
-/// One line from a client (without its newline) as a command.
-pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
-    if line.len() >= MAX_COMMAND_LINE {
-        return Err(CommandError::TooLong);
-    }
-    let text = std::str::from_utf8(line).map_err(CommandError::NotUtf8)?;
-    serde_json::from_str(text.trim_end_matches('\r')).map_err(CommandError::Invalid)
-}
-
-/// The `id` of a line that is not a valid command, when it is a JSON object with a usable one,
-/// so that even the `error` reply can be matched to its command.
-pub fn salvage_id(line: &[u8]) -> Option<ClientId> {
-    #[derive(Deserialize)]
-    struct JustId {
-        id: Option<ClientId>,
-    }
-    serde_json::from_slice::<JustId>(line).ok()?.id
-}
-
 /// Which side's messages a schema describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -547,20 +517,35 @@ pub fn status_line(e: &StatusEvent) -> String {
     }))
 }
 
-/// The `hello` line (placeholder until the socket thread builds it per connection).
-pub fn hello_line(model_sha256: &str, reference_set: &str) -> String {
-    line(&Message::Hello(Hello {
-        v: PROTOCOL_VERSION,
-        daemon: format!("inspectord {}", env!("CARGO_PKG_VERSION")),
-        protocols: PROTOCOLS.to_vec(),
-        run_id: String::new(),
-        seq: 0,
-        trigger_mode: TriggerMode::FreeRun,
-        retained: None,
-        model_sha256: model_sha256.to_string(),
-        reference_set: reference_set.to_string(),
-        control: false,
-    }))
+/// The command types clients may send.
+const COMMANDS: [&str; 6] = ["trigger", "subscribe", "ack", "ping", "status", "report"];
+
+/// A client's line as a command; otherwise the reason for the `error` reply and the command's
+/// `id` when it could be read.
+pub fn parse_command(line: &[u8]) -> Result<Command, (Option<ClientId>, String)> {
+    let typed_error = match serde_json::from_slice::<Command>(line) {
+        Ok(c) => return Ok(c),
+        Err(e) => e,
+    };
+    let value: serde_json::Value = match serde_json::from_slice(line) {
+        Ok(v) => v,
+        Err(e) => return Err((None, format!("malformed JSON: {e}"))),
+    };
+    let Some(object) = value.as_object() else {
+        return Err((None, "a command must be a JSON object".into()));
+    };
+    let id = object
+        .get("id")
+        .and_then(|v| serde_json::from_value::<ClientId>(v.clone()).ok());
+    let reason = match object.get("type") {
+        None => "missing \"type\"".to_string(),
+        Some(serde_json::Value::String(t)) if !COMMANDS.contains(&t.as_str()) => {
+            format!("unknown type {t:?}; commands: {}", COMMANDS.join(", "))
+        }
+        Some(serde_json::Value::String(t)) => format!("invalid {t}: {typed_error}"),
+        Some(_) => "\"type\" must be a string".to_string(),
+    };
+    Err((id, reason))
 }
 
 /// A verdict as a JSON line.
@@ -618,6 +603,27 @@ mod tests {
             back,
             Message::Verdict(to_wire(&v, Duration::from_micros(1234)))
         );
+    }
+
+    #[test]
+    fn commands_parse_and_errors_say_why_with_the_id() {
+        assert_eq!(
+            parse_command(br#"{"type":"ping","id":7,"v":2}"#),
+            Ok(Command::Ping {
+                id: Some(ClientId::Number(7)),
+                v: Some(2)
+            })
+        );
+        let err = |line: &[u8]| parse_command(line).unwrap_err();
+        assert!(err(b"{not json").1.starts_with("malformed JSON"));
+        assert_eq!(err(b"[1]").1, "a command must be a JSON object");
+        let (id, reason) = err(br#"{"type":"fly","id":"a"}"#);
+        assert_eq!(id, Some(ClientId::Text("a".into())));
+        assert!(reason.starts_with("unknown type \"fly\""), "{reason}");
+        let (id, reason) = err(br#"{"type":"ack","seq":"x","id":3}"#);
+        assert_eq!(id, Some(ClientId::Number(3)));
+        assert!(reason.starts_with("invalid ack: "), "{reason}");
+        assert_eq!(err(br#"{"id":-1}"#), (None, "missing \"type\"".into()));
     }
 
     #[test]

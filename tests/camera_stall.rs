@@ -97,14 +97,15 @@ fn a_read_that_blocks_forever_is_detected_and_the_camera_recovers() {
     )
     .unwrap();
     let scorer = Scorer::new(set, &ScoringConfig::default()).unwrap();
-    let hello = "{\"type\":\"hello\",\"v\":1}\n".to_string();
     let sock_path = dir.path().join("v.sock");
     let listener = socket::bind(&sock_path, 0o660).unwrap();
     let settings = SocketSettings {
         client_buffer: 1024,
         max_clients: 4,
+        ..SocketSettings::default()
     };
-    let socket = SocketServer::new(listener, Some(sock_path.clone()), hello, settings).unwrap();
+    let run = socket::RunInfo::new(&model.sha256, &scorer.id);
+    let socket = SocketServer::new(listener, Some(sock_path.clone()), run, settings).unwrap();
     let inspectors = vec![Inspector::new(
         Preprocessor::new(model.contract.clone()),
         model.encoder(runtime, 1).unwrap(),
@@ -131,8 +132,7 @@ fn a_read_that_blocks_forever_is_detected_and_the_camera_recovers() {
         connected: broadcaster.connected_counter(),
     };
     let model_sha256: Arc<str> = Arc::from(model.sha256.as_str());
-    let sinks: Vec<Box<dyn Sink>> =
-        vec![Box::new(SocketSink::new(broadcaster, model_sha256.clone()))];
+    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(SocketSink::new(broadcaster))];
     let (_control_tx, control) = pipeline::control_channel();
     let p = Pipeline {
         source: Input::Camera {
@@ -197,7 +197,8 @@ fn a_read_that_blocks_forever_is_detected_and_the_camera_recovers() {
                 assert!(lost_at.is_some(), "restored before lost");
                 restored = true;
             }
-            (Some("hello"), _) => {}
+            // Heartbeats (protocol v2) come between the other lines.
+            (Some("hello") | Some("heartbeat"), _) => {}
             other => panic!("unexpected message {other:?}: {msg}"),
         }
     }

@@ -94,7 +94,11 @@ fn two_clients_receive_every_verdict_in_order() {
     let msgs = common::parse_json_lines(&lines_a);
     let hello = &msgs[0];
     assert_eq!(hello["type"], "hello", "first line: {hello}");
-    assert_eq!(hello["v"], 1);
+    // Protocol v2 (a superset of v1): the v1 fields plus the run's state.
+    assert_eq!(hello["v"], 2);
+    assert_eq!(hello["protocols"], serde_json::json!([1, 2]));
+    assert_eq!(hello["seq"], 0, "connected before the first frame: {hello}");
+    assert_eq!(hello["retained"], Value::Null);
     assert!(
         hello["daemon"]
             .as_str()

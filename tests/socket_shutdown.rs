@@ -5,7 +5,7 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use inspectord::socket::{SocketServer, SocketSettings};
+use inspectord::socket::{RunInfo, SocketServer, SocketSettings};
 
 /// Shutdowns per thread; several threads at once widen the race on a busy machine.
 const ROUNDS: usize = 150;
@@ -18,9 +18,11 @@ fn shutdowns(dir: &std::path::Path, thread: usize) {
         let settings = SocketSettings {
             client_buffer: 8,
             max_clients: 4,
+            ..SocketSettings::default()
         };
+        let run = RunInfo::new("model", "references");
         let (server, broadcaster) =
-            SocketServer::new(listener, Some(path.clone()), "{}\n".into(), settings).unwrap();
+            SocketServer::new(listener, Some(path.clone()), run, settings).unwrap();
         let (done_tx, done) = mpsc::channel();
         std::thread::spawn(move || done_tx.send(server.run().is_ok()));
         // Let the loop go idle in epoll_wait, then shut it down.

@@ -12,6 +12,7 @@
 //! - `reader.rs`: walking the TOML document (the only place that knows the TOML crate);
 //! - `sections.rs`: one function per section, turning its keys into a validated struct.
 
+pub mod accounts;
 mod bridge;
 mod reader;
 mod sections;
@@ -77,6 +78,13 @@ pub mod defaults {
     pub const SUN_PATH_LEN: usize = 108;
     pub const CLIENT_BUFFER: usize = 1024;
     pub const MAX_CLIENTS: usize = 16;
+    /// Verdict and status lines kept for `subscribe` (a minute at 100 frames/s).
+    pub const RETAIN: usize = 6000;
+    pub const RETAIN_MAX: i64 = 1_000_000;
+    /// Between heartbeats to every client; zero disables them.
+    pub const HEARTBEAT: Duration = Duration::from_millis(1000);
+    /// Commands one client may send per second (its burst: twice that).
+    pub const COMMANDS_PER_SECOND: u32 = 200;
 
     pub const WORKERS: usize = 2;
     pub const INTRA_OP_THREADS: usize = 1;
@@ -134,6 +142,7 @@ pub struct Config {
     pub references: ReferencesConfig,
     pub scoring: ScoringConfig,
     pub output: OutputConfig,
+    pub control: ControlConfig,
     pub runtime: RuntimeConfig,
     /// Failure-image logging; `None` = off.
     pub failures: Option<FailuresConfig>,
@@ -365,6 +374,21 @@ pub struct OutputConfig {
     pub client_buffer: usize,
     /// Clients served at once; further connections are refused.
     pub max_clients: usize,
+    /// Verdict and status lines kept for `subscribe`.
+    pub retain: usize,
+    /// Between heartbeats; `None` = no heartbeats.
+    pub heartbeat: Option<Duration>,
+}
+
+/// Who may command the daemon through the socket (`trigger`, `report`), and how fast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlConfig {
+    /// User ids allowed to command (names resolved when the config is read).
+    pub users: Vec<u32>,
+    /// Group ids (primary or supplementary) allowed to command.
+    pub groups: Vec<u32>,
+    /// Commands one client may send per second; the burst is twice that.
+    pub commands_per_second: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -475,6 +499,7 @@ impl Config {
         let references = sections::references(&mut r, doc.section("references"));
         let scoring = sections::scoring(&mut r, doc.section("scoring"));
         let output = sections::output(&mut r, doc.section("output"));
+        let control = sections::control(&mut r, doc.section("control"));
         let runtime = sections::runtime(&mut r, doc.section("runtime"));
         let failures = sections::failures(&mut r, doc.section("failures"));
         let (errors, warnings) = r.finish_document();
@@ -486,6 +511,7 @@ impl Config {
                 references,
                 scoring,
                 output,
+                control,
                 runtime,
                 failures,
                 warnings,
@@ -694,6 +720,39 @@ workers = 3
             Config::parse(Path::new("c.toml"), &text.replace("\"camera\"", "\"uvc\"")).unwrap();
         assert_eq!(renamed.source, c.source);
         assert_eq!(renamed.warnings.len(), 1);
+    }
+
+    #[test]
+    fn control_names_resolve_and_unknown_ones_are_errors() {
+        let c = Config::parse(Path::new("/c.toml"), GOOD).unwrap();
+        assert_eq!(c.output.retain, defaults::RETAIN);
+        assert_eq!(c.output.heartbeat, Some(defaults::HEARTBEAT));
+        assert!(c.control.users.is_empty() && c.control.groups.is_empty());
+        assert_eq!(c.control.commands_per_second, defaults::COMMANDS_PER_SECOND);
+        let text = format!(
+            "{GOOD}\n[control]\nusers = [\"root\", 1234]\ngroups = [\"root\"]\ncommands_per_second = 5\n"
+        )
+        .replace("[output]\n", "[output]\nretain = 10\nheartbeat_ms = 0\n");
+        let c = Config::parse(Path::new("/c.toml"), &text).unwrap();
+        assert_eq!((c.output.retain, c.output.heartbeat), (10, None));
+        assert_eq!(c.control.users, vec![0, 1234]);
+        assert_eq!(c.control.groups, vec![0]);
+        assert_eq!(c.control.commands_per_second, 5);
+        let bad = format!(
+            "{GOOD}\n[control]\nusers = [\"no-such-user-x\"]\ngroups = [\"no-such-group-x\"]\n"
+        )
+        .replace("[output]\n", "[output]\nretain = 0\n");
+        let msg = Config::parse(Path::new("/c.toml"), &bad)
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "control.users",
+            "no-such-user-x",
+            "control.groups",
+            "output.retain",
+        ] {
+            assert!(msg.contains(needle), "{needle} not in {msg}");
+        }
     }
 
     #[test]

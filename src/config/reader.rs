@@ -354,6 +354,45 @@ impl<'t> Reader<'t> {
         Some(out)
     }
 
+    /// An array whose items are strings or non-negative integers (user or group names or ids),
+    /// each resolved by `resolve` (`None` = unknown: an error naming the key and the item).
+    pub(super) fn name_or_id_list(
+        &mut self,
+        sec: &mut Section,
+        key: &'static str,
+        what: &str,
+        resolve: impl Fn(&str) -> Option<u32>,
+    ) -> Option<Vec<u32>> {
+        let v = sec.take(key)?;
+        let DeValue::Array(items) = v.get_ref() else {
+            self.type_error(sec, key, v, "an array of names or numeric ids");
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items.iter() {
+            let id = match item.get_ref() {
+                DeValue::String(s) => resolve(s).ok_or_else(|| format!("unknown {what} {s:?}")),
+                DeValue::Integer(i) => i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
+                    .ok()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| format!("{} is not a {what} id", show(item))),
+                _ => {
+                    self.type_error(sec, key, item, "an array of names or numeric ids");
+                    return None;
+                }
+            };
+            match id {
+                Ok(id) => out.push(id),
+                Err(msg) => {
+                    ok = false;
+                    self.error(&sec.path_of(key), Some(item.span()), msg);
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
     /// A region of interest: `{ x = 0, y = 0, width = 100, height = 100 }`.
     pub(super) fn roi(&mut self, sec: &mut Section, key: &'static str) -> Option<Roi> {
         let v = sec.take(key)?;

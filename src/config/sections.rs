@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use super::accounts;
 use super::reader::{Case, Reader, Section};
 use super::{
-    Acquisition, CameraConfig, FailuresConfig, GenicamConfig, GenicamPixelFormat, ModelConfig,
-    OutputConfig, ReferencesConfig, ReplayConfig, RuntimeConfig, ScoringConfig, SourceConfig,
-    UvcConfig, UvcPixelFormat, defaults,
+    Acquisition, CameraConfig, ControlConfig, FailuresConfig, GenicamConfig, GenicamPixelFormat,
+    ModelConfig, OutputConfig, ReferencesConfig, ReplayConfig, RuntimeConfig, ScoringConfig,
+    SourceConfig, UvcConfig, UvcPixelFormat, defaults,
 };
 use crate::score::ScoreKind;
 use crate::verdict::VerdictKind;
@@ -19,6 +20,7 @@ pub(super) const NAMES: &[&str] = &[
     "references",
     "scoring",
     "output",
+    "control",
     "runtime",
     "failures",
 ];
@@ -250,9 +252,32 @@ pub(super) fn output(r: &mut Reader, mut s: Section) -> OutputConfig {
         max_clients: r
             .integer(&mut s, "max_clients", 1, 1024)
             .map_or(defaults::MAX_CLIENTS, |v| v as usize),
+        retain: r
+            .integer(&mut s, "retain", 1, defaults::RETAIN_MAX)
+            .map_or(defaults::RETAIN, |v| v as usize),
+        heartbeat: match r.millis(&mut s, "heartbeat_ms", 0, MAX_MS) {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => Some(defaults::HEARTBEAT),
+        },
     };
     r.finish(s);
     output
+}
+
+/// `[control]`: user and group names are resolved here (an unknown one is an error).
+pub(super) fn control(r: &mut Reader, mut s: Section) -> ControlConfig {
+    let users = r.name_or_id_list(&mut s, "users", "user", accounts::uid_of);
+    let groups = r.name_or_id_list(&mut s, "groups", "group", accounts::gid_of);
+    let control = ControlConfig {
+        users: users.unwrap_or_default(),
+        groups: groups.unwrap_or_default(),
+        commands_per_second: r
+            .integer(&mut s, "commands_per_second", 1, 1_000_000)
+            .map_or(defaults::COMMANDS_PER_SECOND, |v| v as u32),
+    };
+    r.finish(s);
+    control
 }
 
 /// `[runtime]`.

@@ -1,23 +1,19 @@
-//! Every line to the verdict socket's clients, through the socket thread's [`Broadcaster`].
+//! Every verdict and status event to the verdict socket's clients, through the socket thread's
+//! [`Broadcaster`], typed so that the socket thread keeps its counters without re-reading JSON.
 
 use std::sync::Arc;
 
 use super::{Ready, Sink};
-use crate::socket::Broadcaster;
-use crate::verdict::{StatusEvent, StatusKind};
-use crate::wire;
+use crate::socket::{Broadcaster, Outgoing};
+use crate::verdict::StatusEvent;
 
 pub struct SocketSink {
     broadcaster: Broadcaster,
-    model_sha256: Arc<str>,
 }
 
 impl SocketSink {
-    pub fn new(broadcaster: Broadcaster, model_sha256: Arc<str>) -> Self {
-        Self {
-            broadcaster,
-            model_sha256,
-        }
+    pub fn new(broadcaster: Broadcaster) -> Self {
+        Self { broadcaster }
     }
 }
 
@@ -27,15 +23,19 @@ impl Sink for SocketSink {
     }
 
     fn verdict(&mut self, ready: &Ready<'_>) {
-        self.broadcaster.send(ready.line.clone());
+        self.broadcaster.send(Outgoing::Verdict {
+            seq: ready.verdict.seq,
+            kind: ready.verdict.outcome.kind(),
+            line: ready.line.clone(),
+        });
     }
 
-    /// A reload also changes the `hello` that clients connecting from now on get.
+    /// A reload also changes the reference set named in `hello` and `snapshot`.
     fn status(&mut self, event: &StatusEvent, line: &Arc<str>) {
-        if let (StatusKind::ReferencesReloaded, Some(id)) = (event.kind, &event.reference_set) {
-            self.broadcaster
-                .set_hello(wire::hello_line(&self.model_sha256, id));
-        }
-        self.broadcaster.send(line.clone());
+        self.broadcaster.send(Outgoing::Status {
+            kind: event.kind,
+            reference_set: event.reference_set.clone(),
+            line: line.clone(),
+        });
     }
 }

@@ -1,34 +1,61 @@
-//! The verdict socket: a Unix stream socket serving JSON Lines to any number of clients.
+//! The verdict socket: a Unix stream socket speaking JSON Lines both ways (protocol v2,
+//! `docs/PROTOCOL.md`) with any number of clients.
 //!
 //! One event loop ([`SocketServer::run`], on a thread the pipeline spawns) owns the listener
 //! and every client, all non-blocking (mio). Each client has a bounded queue of lines; a client
 //! that stops reading fills its kernel buffer, then its queue, and is disconnected when the
 //! queue overflows. Nothing the server does blocks, so a slow client never slows the pipeline
 //! or the other clients. Each client gets a `hello` line, then every verdict from the moment it
-//! connected. Incoming bytes are read and discarded (protocol v1 is one-way); a client that
-//! half-closes (end of its input) keeps receiving until a write to it fails or it hangs up.
-//! Clients that hung up are reaped before new ones are accepted, so churn never fills the
-//! socket; refusals over `max_clients` are counted and logged at most once a second.
+//! connected. A client's input is split into command lines (at most 64 KiB read per
+//! readable event, rate-limited per client), each answered with exactly one reply
+//! (`handle.rs`); `trigger` goes to the source over the control channel, and the source's
+//! answer comes back over a channel of this loop's own plus its waker. The last
+//! `output.retain` verdict and status lines stay in a ring (`retention.rs`) for `subscribe`.
+//! A client that half-closes (end of its input) keeps receiving until a write to it fails or
+//! it hangs up. Clients that hung up are reaped before new ones are accepted, so churn never
+//! fills the socket; refusals over `max_clients` are counted and logged at most once a second.
 //!
 //! Shutdown: when the [`Broadcaster`] is dropped, the loop flushes what is queued (for at most
 //! [`DRAIN_TIMEOUT`]), closes every client and removes the socket file it created.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{self, ErrorKind, Read, Write};
+mod client;
+mod handle;
+mod peer;
+mod retention;
+mod state;
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::config::defaults;
+use crate::pipeline::{Control, TriggerAnswer};
+use crate::verdict::{StatusKind, VerdictKind};
+use crate::wire::{self, ClientId, TriggerMode};
+use client::{Client, Flush, Queued};
+use handle::error_line;
+pub use peer::{ControlPolicy, Peer};
+use retention::{Entry, Ring};
+use state::RunState;
+
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_CLIENT: usize = 2;
+
+/// Trigger answers in flight back to this loop: more than the control channel holds.
+const ANSWERS: usize = 1024;
+
+/// Retained lines moved into a resuming client's queue at a time.
+const REFILL: u64 = 64;
 
 /// How long queued lines may take to reach clients at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -66,6 +93,28 @@ pub enum SocketError {
 pub struct SocketSettings {
     pub client_buffer: usize,
     pub max_clients: usize,
+    /// Verdict and status lines kept for `subscribe`.
+    pub retain: usize,
+    /// Between heartbeats; `None`: none.
+    pub heartbeat: Option<Duration>,
+    /// Per client; bursts of twice that.
+    pub commands_per_second: u32,
+    /// Who may send `trigger` and `report`.
+    pub policy: ControlPolicy,
+}
+
+impl Default for SocketSettings {
+    /// The config's defaults.
+    fn default() -> Self {
+        SocketSettings {
+            client_buffer: defaults::CLIENT_BUFFER,
+            max_clients: defaults::MAX_CLIENTS,
+            retain: defaults::RETAIN,
+            heartbeat: Some(defaults::HEARTBEAT),
+            commands_per_second: defaults::COMMANDS_PER_SECOND,
+            policy: ControlPolicy::new(Vec::new(), Vec::new()),
+        }
+    }
 }
 
 /// Whether a failed `connect()` to an existing socket file shows that nobody serves it: only
@@ -156,32 +205,35 @@ pub fn bind(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener, 
     Ok(listener)
 }
 
-/// The pipeline's handle: hands lines to the event loop and wakes it.
-pub struct Broadcaster {
-    tx: Sender<Arc<str>>,
-    waker: Arc<Waker>,
-    connected: Arc<AtomicUsize>,
-    hello: SharedHello,
+/// What the pipeline hands the socket thread: the line with what the thread keeps of it.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Verdict {
+        seq: u64,
+        kind: VerdictKind,
+        line: Arc<str>,
+    },
+    Status {
+        kind: StatusKind,
+        /// Reload events: the reference set in force after the event.
+        reference_set: Option<Arc<str>>,
+        line: Arc<str>,
+    },
 }
 
-/// The `hello` line new clients get; it changes when the reference set is reloaded.
-type SharedHello = Arc<Mutex<Arc<str>>>;
+/// The pipeline's handle: hands items to the event loop and wakes it.
+pub struct Broadcaster {
+    tx: Sender<Outgoing>,
+    waker: Arc<Waker>,
+    connected: Arc<AtomicUsize>,
+}
 
 impl Broadcaster {
-    /// Queues a line for every connected client. Blocks only while the event loop, which never
-    /// blocks, catches up.
-    pub fn send(&self, line: Arc<str>) {
-        if self.tx.send(line).is_ok() {
+    /// Queues an item for every connected client (and the retention ring). Blocks only while
+    /// the event loop, which never blocks, catches up.
+    pub fn send(&self, item: Outgoing) {
+        if self.tx.send(item).is_ok() {
             let _ = self.waker.wake();
-        }
-    }
-
-    /// Replaces the `hello` line that clients connecting from now on receive.
-    pub fn set_hello(&self, hello: String) {
-        let hello = Arc::from(hello);
-        match self.hello.lock() {
-            Ok(mut h) => *h = hello,
-            Err(poisoned) => *poisoned.into_inner() = hello,
         }
     }
 
@@ -200,44 +252,38 @@ impl Drop for Broadcaster {
     }
 }
 
-struct Client {
-    id: u64,
-    stream: UnixStream,
-    /// `false` once the client shut down its sending side: nothing more to read, but it is
-    /// still served.
-    reading: bool,
-    queue: VecDeque<Arc<str>>,
-    /// Bytes of the front line already written.
-    offset: usize,
+/// What the socket thread says about the run (`hello`, `snapshot`) and where triggers go.
+pub struct RunInfo {
+    pub model_sha256: Arc<str>,
+    /// The reference set at start (reloads update it).
+    pub reference_set: Arc<str>,
+    pub trigger_mode: TriggerMode,
+    /// The source is a replay (`snapshot`'s `camera` says `replay`).
+    pub replay: bool,
+    /// The control channel into the source (`trigger`); `None`: triggers are missed.
+    pub control: Option<Sender<Control>>,
 }
 
-enum Flush {
-    Done,
-    Blocked,
-    Closed(io::Error),
-}
-
-impl Client {
-    fn flush(&mut self) -> Flush {
-        while let Some(front) = self.queue.front() {
-            match self.stream.write(&front.as_bytes()[self.offset..]) {
-                Ok(0) => {
-                    return Flush::Closed(io::Error::new(ErrorKind::WriteZero, "wrote 0 bytes"));
-                }
-                Ok(n) => {
-                    self.offset += n;
-                    if self.offset == front.len() {
-                        self.queue.pop_front();
-                        self.offset = 0;
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Flush::Blocked,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Flush::Closed(e),
-            }
+impl RunInfo {
+    /// A free-running replay without a control channel.
+    pub fn new(model_sha256: &str, reference_set: &str) -> RunInfo {
+        RunInfo {
+            model_sha256: Arc::from(model_sha256),
+            reference_set: Arc::from(reference_set),
+            trigger_mode: TriggerMode::FreeRun,
+            replay: true,
+            control: None,
         }
-        Flush::Done
     }
+}
+
+/// A trigger's answer from the source, routed back to the client that sent it.
+struct Answered {
+    token: Token,
+    client: u64,
+    id: Option<ClientId>,
+    part_id: Option<String>,
+    answer: TriggerAnswer,
 }
 
 /// The event loop; see the module documentation.
@@ -247,19 +293,24 @@ pub struct SocketServer {
     /// The socket file to remove at exit (with its device and inode, so a successor's file is
     /// never removed).
     owned_path: Option<(PathBuf, u64, u64)>,
-    rx: Receiver<Arc<str>>,
+    rx: Receiver<Outgoing>,
+    answers: (Sender<Answered>, Receiver<Answered>),
+    control: Option<Sender<Control>>,
     clients: HashMap<Token, Client>,
+    /// Clients whose read budget ran out: read again on the next turn.
+    pending_reads: Vec<Token>,
     next_token: usize,
     next_client_id: u64,
-    hello: SharedHello,
     settings: SocketSettings,
+    state: RunState,
+    ring: Ring,
     connected: Arc<AtomicUsize>,
     evicted: u64,
     refusals: Refusals,
     /// The loop's own handle on the waker, so its eventfd stays open while the loop runs: mio
     /// delivers wake-ups only while the `Waker` is alive, and the broadcaster's last wake-up (in
     /// its `Drop`) would otherwise be lost when the broadcaster closes the fd right after it.
-    _waker: Arc<Waker>,
+    waker: Arc<Waker>,
 }
 
 impl SocketServer {
@@ -268,7 +319,7 @@ impl SocketServer {
     pub fn new(
         listener: std::os::unix::net::UnixListener,
         owned_path: Option<PathBuf>,
-        hello: String,
+        run: RunInfo,
         settings: SocketSettings,
     ) -> Result<(SocketServer, Broadcaster), SocketError> {
         let owned_path = owned_path.and_then(|p| {
@@ -290,21 +341,29 @@ impl SocketServer {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(remove_owned)?);
         let (tx, rx) = bounded(4096);
         let connected = Arc::new(AtomicUsize::new(0));
-        let hello: SharedHello = Arc::new(Mutex::new(Arc::from(hello)));
         let server = SocketServer {
             poll,
             listener,
             owned_path,
             rx,
+            answers: bounded(ANSWERS),
+            control: run.control,
             clients: HashMap::new(),
+            pending_reads: Vec::new(),
             next_token: FIRST_CLIENT,
             next_client_id: 1,
-            hello: hello.clone(),
+            state: RunState::new(
+                run.model_sha256,
+                run.reference_set,
+                run.trigger_mode,
+                run.replay,
+            ),
+            ring: Ring::new(settings.retain),
             settings,
             connected: connected.clone(),
             evicted: 0,
             refusals: Refusals::default(),
-            _waker: waker.clone(),
+            waker: waker.clone(),
         };
         Ok((
             server,
@@ -312,18 +371,34 @@ impl SocketServer {
                 tx,
                 waker,
                 connected,
-                hello,
             },
         ))
     }
 
     /// Serves until the broadcaster is dropped, then drains and cleans up.
     pub fn run(mut self) -> Result<(), SocketError> {
+        tracing::info!(
+            run_id = %self.state.run_id,
+            retain = self.settings.retain,
+            heartbeat_ms = self.settings.heartbeat.map(|d| d.as_millis() as u64),
+            "verdict socket serving protocol v2"
+        );
         let mut events = Events::with_capacity(256);
         let mut closing = false;
         let mut deadline = None;
+        let mut next_heartbeat = self.settings.heartbeat.map(|d| Instant::now() + d);
         loop {
-            let timeout = deadline.map(|d: Instant| d.saturating_duration_since(Instant::now()));
+            let now = Instant::now();
+            let timeout = [deadline, next_heartbeat]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|d: Instant| d.saturating_duration_since(now));
+            let timeout = if self.pending_reads.is_empty() {
+                timeout
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
@@ -333,13 +408,17 @@ impl SocketServer {
             }
             // Clients first: one that hung up is reaped before the listener accepts new ones.
             let mut accept = false;
+            let pending = std::mem::take(&mut self.pending_reads);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => accept = true,
-                    WAKER => closing |= self.take_lines(),
+                    WAKER => {
+                        self.take_answers();
+                        closing |= self.take_items();
+                    }
                     token if event.is_write_closed() => self.remove(token, "closed by client"),
                     token => {
-                        if event.is_readable() {
+                        if event.is_readable() && !pending.contains(&token) {
                             self.read(token);
                         }
                         if event.is_writable() {
@@ -348,8 +427,18 @@ impl SocketServer {
                     }
                 }
             }
+            for token in pending {
+                self.read(token);
+            }
             if accept {
                 self.accept();
+            }
+            if let Some(at) = next_heartbeat
+                && Instant::now() >= at
+            {
+                self.heartbeat();
+                let every = self.settings.heartbeat.unwrap_or(Duration::from_secs(1));
+                next_heartbeat = Some((at + every).max(Instant::now()));
             }
             if closing {
                 let drained = self.clients.values().all(|c| c.queue.is_empty());
@@ -365,47 +454,7 @@ impl SocketServer {
     fn accept(&mut self) {
         loop {
             match self.listener.accept() {
-                Ok((mut stream, _)) => {
-                    if self.clients.len() >= self.settings.max_clients {
-                        self.reap_hung_up();
-                    }
-                    if self.clients.len() >= self.settings.max_clients {
-                        self.refusals.refused(self.settings.max_clients);
-                        continue;
-                    }
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
-                    if let Err(e) = self.poll.registry().register(
-                        &mut stream,
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        tracing::warn!(error = %e, "cannot register a verdict client");
-                        continue;
-                    }
-                    let id = self.next_client_id;
-                    self.next_client_id += 1;
-                    let mut client = Client {
-                        id,
-                        stream,
-                        reading: true,
-                        queue: VecDeque::new(),
-                        offset: 0,
-                    };
-                    let hello = match self.hello.lock() {
-                        Ok(h) => h.clone(),
-                        Err(poisoned) => poisoned.into_inner().clone(),
-                    };
-                    client.queue.push_back(hello);
-                    self.clients.insert(token, client);
-                    self.connected.store(self.clients.len(), Ordering::SeqCst);
-                    tracing::info!(
-                        client = id,
-                        clients = self.clients.len(),
-                        "verdict client connected"
-                    );
-                    self.flush(token);
-                }
+                Ok((stream, _)) => self.admit(stream),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -416,16 +465,67 @@ impl SocketServer {
         }
     }
 
-    /// Moves lines from the pipeline to every client queue; `true` when the pipeline is done.
-    fn take_lines(&mut self) -> bool {
+    /// A new connection: its credentials, its permission, its `hello`.
+    fn admit(&mut self, mut stream: UnixStream) {
+        if self.clients.len() >= self.settings.max_clients {
+            self.reap_hung_up();
+        }
+        if self.clients.len() >= self.settings.max_clients {
+            self.refusals.refused(self.settings.max_clients);
+            return;
+        }
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(error = %e, "cannot register a verdict client");
+            return;
+        }
+        let id = self.next_client_id;
+        self.next_client_id += 1;
+        let peer = match Peer::of(&stream) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(client = id, error = %e, "cannot read the verdict client's credentials; it may not command");
+                None
+            }
+        };
+        let control = peer
+            .as_ref()
+            .is_some_and(|p| self.settings.policy.permits(p));
+        let mut client = Client::new(
+            id,
+            stream,
+            peer.clone(),
+            control,
+            self.settings.commands_per_second,
+        );
+        client.reply(wire::line(&self.state.hello(control, self.ring.retained())));
+        self.clients.insert(token, client);
+        self.connected.store(self.clients.len(), Ordering::SeqCst);
+        self.state.counters.clients = self.clients.len() as u64;
+        tracing::info!(
+            client = id,
+            uid = peer.as_ref().map(|p| p.uid),
+            gid = peer.as_ref().map(|p| p.gid),
+            pid = peer.as_ref().map(|p| p.pid),
+            control,
+            clients = self.clients.len(),
+            "verdict client connected"
+        );
+        self.flush(token);
+    }
+
+    /// Moves items from the pipeline to the ring and every client queue; `true` when the
+    /// pipeline is done.
+    fn take_items(&mut self) -> bool {
         let mut done = false;
         loop {
             match self.rx.try_recv() {
-                Ok(line) => {
-                    for client in self.clients.values_mut() {
-                        client.queue.push_back(line.clone());
-                    }
-                }
+                Ok(item) => self.publish(item),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     done = true;
@@ -433,6 +533,47 @@ impl SocketServer {
                 }
             }
         }
+        self.flush_all();
+        done
+    }
+
+    /// One verdict or status line: counted, retained, queued for every live client.
+    fn publish(&mut self, item: Outgoing) {
+        let entry = match item {
+            Outgoing::Verdict { seq, kind, line } => {
+                // The source answers a trigger before it takes the frame: an answer sent before
+                // this verdict is in the channel now and its `trigger_ack` goes out first.
+                if !self.answers.1.is_empty() {
+                    self.take_answers();
+                }
+                self.state.verdict(seq, kind);
+                Entry {
+                    verdict_seq: Some(seq),
+                    follows: seq,
+                    line,
+                }
+            }
+            Outgoing::Status {
+                kind,
+                reference_set,
+                line,
+            } => {
+                self.state.status(kind, reference_set.as_ref());
+                Entry {
+                    verdict_seq: None,
+                    follows: self.state.seq,
+                    line,
+                }
+            }
+        };
+        for client in self.clients.values_mut() {
+            client.push_live(&entry.line);
+        }
+        self.ring.push(entry);
+    }
+
+    /// Flushes every client and evicts those whose queue overflowed.
+    fn flush_all(&mut self) {
         let tokens: Vec<Token> = self.clients.keys().copied().collect();
         for token in tokens {
             self.flush(token);
@@ -440,27 +581,77 @@ impl SocketServer {
                 && c.queue.len() > self.settings.client_buffer
             {
                 let (id, queued) = (c.id, c.queue.len());
-                self.evicted += 1;
-                tracing::warn!(
-                    client = id,
+                self.evict(
+                    token,
+                    id,
                     queued,
-                    client_buffer = self.settings.client_buffer,
-                    evicted_total = self.evicted,
-                    "verdict client is not reading; disconnecting it"
+                    "verdict client is not reading; disconnecting it",
                 );
-                self.remove(token, "too slow");
             }
         }
-        done
     }
 
+    fn evict(&mut self, token: Token, client: u64, queued: usize, message: &'static str) {
+        self.evicted += 1;
+        self.state.counters.evicted = self.evicted;
+        tracing::warn!(
+            client,
+            queued,
+            client_buffer = self.settings.client_buffer,
+            evicted_total = self.evicted,
+            "{message}"
+        );
+        self.remove(token, "too slow");
+    }
+
+    fn heartbeat(&mut self) {
+        let line: Arc<str> = Arc::from(wire::line(&self.state.heartbeat()));
+        for client in self.clients.values_mut() {
+            client.push_live(&line);
+        }
+        self.flush_all();
+    }
+
+    /// Writes what a client has queued; a resuming client is fed from the retention ring as
+    /// its queue empties, until it has caught up with the live stream.
     fn flush(&mut self, token: Token) {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
-        if let Flush::Closed(e) = client.flush() {
-            tracing::debug!(client = client.id, error = %e, "write to verdict client failed");
-            self.remove(token, "write failed");
+        loop {
+            match client.flush() {
+                Flush::Blocked => return,
+                Flush::Closed(e) => {
+                    tracing::debug!(client = client.id, error = %e, "write to verdict client failed");
+                    return self.remove(token, "write failed");
+                }
+                Flush::Done => {}
+            }
+            let Some(cursor) = client.cursor else {
+                break;
+            };
+            if cursor < self.ring.first_index() {
+                let id = client.id;
+                return self.evict(
+                    token,
+                    id,
+                    0,
+                    "resuming verdict client fell behind the retention ring; disconnecting it",
+                );
+            }
+            let end = self.ring.end_index().min(cursor + REFILL);
+            for index in cursor..end {
+                if let Some(e) = self.ring.get(index) {
+                    client.queue.push_back(Queued::Stream(e.line.clone()));
+                }
+            }
+            client.cursor = (end < self.ring.end_index()).then_some(end);
+            if client.queue.is_empty() {
+                break;
+            }
+        }
+        if client.closing && client.queue.is_empty() {
+            self.remove(token, "closed after an error");
         }
     }
 
@@ -468,36 +659,57 @@ impl SocketServer {
         let Some(client) = self.clients.get_mut(&token).filter(|c| c.reading) else {
             return;
         };
-        let mut buf = [0u8; 4096];
-        loop {
-            match client.stream.read(&mut buf) {
-                // End of the client's input, not of the connection: keep sending to it.
-                Ok(0) => {
-                    client.reading = false;
-                    tracing::debug!(
-                        client = client.id,
-                        "verdict client closed its sending side; still serving it"
-                    );
-                    let registered = self.poll.registry().reregister(
-                        &mut client.stream,
-                        token,
-                        Interest::WRITABLE,
-                    );
-                    if registered.is_err() {
-                        self.remove(token, "cannot re-register");
-                    }
-                    return;
-                }
-                Ok(n) => tracing::debug!(
-                    client = client.id,
-                    bytes = n,
-                    "ignoring input from verdict client"
-                ),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return self.remove(token, "read failed"),
-            }
+        let input = client.read_lines();
+        if input.eof {
+            // End of the client's input, not of the connection: keep sending to it.
+            tracing::debug!(
+                client = client.id,
+                "verdict client closed its sending side; still serving it"
+            );
+            self.stop_reading(token);
         }
+        if input.error.is_some() {
+            return self.remove(token, "read failed");
+        }
+        for line in input.lines {
+            if self.clients.get(&token).is_none_or(|c| c.closing) {
+                break;
+            }
+            self.command_line(token, &line);
+        }
+        if input.too_long {
+            self.close_with_error(token, None, "line too long");
+        } else if input.more && self.clients.get(&token).is_some_and(|c| c.reading) {
+            self.pending_reads.push(token);
+        }
+        self.flush(token);
+    }
+
+    /// Stops reading a client (its input ended, or it is being closed); it is still written to.
+    fn stop_reading(&mut self, token: Token) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        client.reading = false;
+        let registered =
+            self.poll
+                .registry()
+                .reregister(&mut client.stream, token, Interest::WRITABLE);
+        if registered.is_err() {
+            self.remove(token, "cannot re-register");
+        }
+    }
+
+    /// Replies `error {reason}`, then closes the connection once its queue is written.
+    fn close_with_error(&mut self, token: Token, id: Option<ClientId>, reason: &'static str) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        tracing::warn!(client = client.id, reason, "closing a verdict client");
+        client.reply(error_line(id, reason.to_string()));
+        client.closing = true;
+        self.stop_reading(token);
+        self.flush(token);
     }
 
     /// Removes the clients that have hung up (or failed) but whose event has not been handled
@@ -531,6 +743,7 @@ impl SocketServer {
             let _ = self.poll.registry().deregister(&mut client.stream);
             let _ = client.stream.shutdown(std::net::Shutdown::Both);
             self.connected.store(self.clients.len(), Ordering::SeqCst);
+            self.state.counters.clients = self.clients.len() as u64;
             tracing::info!(
                 client = client.id,
                 reason,
