@@ -61,7 +61,9 @@ fn mbpoll(port: u16, args: &[&str], values: &[&str]) -> Result<Vec<(u16, String)
         .lines()
         .filter_map(|l| {
             let (addr, value) = l.trim().strip_prefix('[')?.split_once("]:")?;
-            Some((addr.parse().ok()?, value.trim().to_string()))
+            // A register over 32767 is printed as `59454 (-6082)`: the first is unsigned.
+            let value = value.split_whitespace().next()?;
+            Some((addr.parse().ok()?, value.to_string()))
         })
         .collect())
 }
@@ -176,6 +178,7 @@ struct Observer {
 impl Observer {
     fn connect(daemon: &Daemon, socket: &Path) -> Observer {
         let stream = daemon.connect(socket, LIMIT);
+        stream.set_read_timeout(None).expect("blocking reads");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (into, reader) = (lines.clone(), stream.try_clone().expect("clone"));
         std::thread::spawn(move || {
@@ -203,7 +206,12 @@ impl Observer {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        panic!("the daemon never sent {what}")
+        let lines = self.lines.lock().unwrap();
+        let last: Vec<String> = lines.iter().rev().take(8).map(Value::to_string).collect();
+        panic!(
+            "the daemon never sent {what}; the last lines, newest first:\n{}",
+            last.join("\n")
+        )
     }
 
     fn verdict(&self, acq_id: u64) -> Value {
