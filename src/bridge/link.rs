@@ -74,6 +74,8 @@ pub enum LinkError {
     Write(#[source] io::Error),
     #[error("the daemon closed the connection")]
     Closed,
+    #[error("the daemon answered nothing for {} ms (not even a ping)", .0.as_millis())]
+    Silent(Duration),
     #[error("a line from the daemon over {MAX_LINE} bytes")]
     LineTooLong,
     #[error("a line from the daemon is not a protocol v2 message: {line}")]
@@ -176,6 +178,11 @@ pub fn subscribe_command(from_seq: u64) -> String {
         v: None,
         from_seq,
     })
+}
+
+/// `{"type":"ping"}`: a quiet daemon must still answer.
+pub fn ping_command() -> String {
+    command_line(&Command::Ping { id: None, v: None })
 }
 
 /// `{"type":"status"}`: the snapshot says whether the camera is lost.
@@ -308,7 +315,10 @@ pub struct Connection {
     wbuf: Vec<u8>,
     /// Set once `hello` has been handled.
     pub greeted: bool,
-    pub since: Instant,
+    /// The last line from the daemon (or the connect).
+    pub last_heard: Instant,
+    /// A `ping` is out since the daemon went quiet.
+    pub pinged: bool,
 }
 
 impl Connection {
@@ -329,7 +339,8 @@ impl Connection {
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             greeted: false,
-            since: Instant::now(),
+            last_heard: Instant::now(),
+            pinged: false,
         })
     }
 
@@ -372,6 +383,10 @@ impl Connection {
             }
         }
         let mut lines = Vec::new();
+        if !self.rbuf.is_empty() {
+            self.last_heard = Instant::now();
+            self.pinged = false;
+        }
         while let Some(i) = self.rbuf.iter().position(|&b| b == b'\n') {
             let raw: Vec<u8> = self.rbuf.drain(..=i).collect();
             lines.push(String::from_utf8_lossy(&raw[..i]).trim().to_string());

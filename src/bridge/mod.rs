@@ -39,6 +39,10 @@ const MAX_CLIENTS: usize = 16;
 /// A PLC that does not read its responses is disconnected beyond this.
 const MAX_PENDING_OUT: usize = 64 * 1024;
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A daemon quiet this long is pinged (its heartbeats may be off) …
+const QUIET: Duration = Duration::from_secs(2);
+/// … and one that answers nothing for this long is dropped and reconnected (Online off).
+const SILENT: Duration = Duration::from_secs(6);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
@@ -79,6 +83,8 @@ pub struct Bridge {
     resume: Resume,
     hs: Handshake,
     last_request: Option<Instant>,
+    /// What the daemon was last told of the PLC link (`report`): lost or not.
+    told_lost: bool,
     next_heartbeat: Instant,
     signals: UnixStream,
     stop: bool,
@@ -143,6 +149,7 @@ impl Bridge {
             link_failure_logged: false,
             resume: Resume::default(),
             last_request: None,
+            told_lost: false,
             next_heartbeat: Instant::now() + HEARTBEAT,
             signals,
             stop: false,
@@ -188,7 +195,25 @@ impl Bridge {
         if let (Some(last), false) = (self.last_request, self.hs.watchdog_expired()) {
             at = at.min(last + self.cfg.plc_timeout);
         }
+        if let Some(conn) = &self.link {
+            let after = if conn.pinged { SILENT } else { QUIET };
+            at = at.min(conn.last_heard + after);
+        }
         at
+    }
+
+    /// Pings a quiet daemon; drops one that answers nothing (a wedged daemon is not Online).
+    fn daemon_liveness(&mut self, now: Instant) {
+        let Some(conn) = self.link.as_mut() else {
+            return;
+        };
+        let quiet = now.saturating_duration_since(conn.last_heard);
+        if quiet >= SILENT {
+            self.link_failed(&link::LinkError::Silent(quiet));
+        } else if quiet >= QUIET && !conn.pinged {
+            conn.pinged = true;
+            self.send_to_daemon(&link::ping_command());
+        }
     }
 
     fn timers(&mut self, now: Instant) {
@@ -203,6 +228,7 @@ impl Bridge {
             self.retry_at = None;
             self.connect();
         }
+        self.daemon_liveness(now);
         if let Some(last) = self.last_request
             && !self.hs.watchdog_expired()
             && now.duration_since(last) >= self.cfg.plc_timeout
@@ -227,7 +253,10 @@ impl Bridge {
             "Modbus requests from the PLC again".to_string()
         };
         let line = link::report_command(lost, &self.cfg.source, &reason);
-        self.send_to_daemon(&line);
+        if self.link.as_ref().is_some_and(|c| c.greeted) {
+            self.send_to_daemon(&line);
+            self.told_lost = lost;
+        }
     }
 
     // ---- the daemon link ----
@@ -385,7 +414,10 @@ impl Bridge {
         }
         self.send_to_daemon(&link::subscribe_command(from_seq));
         self.send_to_daemon(&link::status_command());
-        if self.hs.watchdog_expired() {
+        if start == link::Start::NewRun {
+            self.told_lost = false; // a new daemon run has heard nothing
+        }
+        if self.hs.watchdog_expired() != self.told_lost {
             self.report_plc_link();
         }
     }
@@ -490,7 +522,9 @@ impl Bridge {
     /// when the frame is broken (the connection is closed, as Modbus/TCP servers do).
     fn serve_frame(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
         let mut resp = Vec::new();
-        let mut f = ModbusFrame::new(self.cfg.unit_id, frame, ModbusProto::TcpUdp, &mut resp);
+        // No broadcast unit: on Modbus/TCP unit 0 is just another unit (not ours).
+        let mut f = ModbusFrame::new(self.cfg.unit_id, frame, ModbusProto::TcpUdp, &mut resp)
+            .with_broadcast_units(&[]);
         f.parse().ok()?;
         if f.processing_required {
             let func = f.func;
