@@ -9,7 +9,9 @@ use anyhow::{Context, Result, bail};
 use crossbeam_channel::Sender;
 
 use crate::cli::Mode;
-use crate::config::{Config, ReplayConfig, SourceConfig, default_extensions, defaults};
+use crate::config::{
+    Config, ReplayConfig, SourceConfig, TriggerMode, default_extensions, defaults,
+};
 use crate::encoder::Model;
 use crate::failures::FailureLog;
 use crate::inspect::{Inspector, Scorer};
@@ -231,8 +233,11 @@ fn prepare(config_path: &Path, mode: Mode, images: Option<PathBuf>) -> Result<Pr
                 path: images,
                 ..r.clone()
             }),
-            SourceConfig::Uvc(_) | SourceConfig::Genicam(_) => {
-                SourceConfig::Replay(ReplayConfig::of(images))
+            camera @ (SourceConfig::Uvc(_) | SourceConfig::Genicam(_)) => {
+                SourceConfig::Replay(ReplayConfig {
+                    trigger: *camera.trigger(),
+                    ..ReplayConfig::of(images)
+                })
             }
         };
     }
@@ -297,7 +302,11 @@ fn start(p: Prepared, mut sinks: Vec<Box<dyn Sink>>, wait_clients: usize) -> Res
     // Before the socket is bound: a stop signal from now on drains and removes the socket file.
     let signals = pipeline::SignalHandlers::install(Some(reloader(&l)))?;
     // No trigger source in the config yet: free-run; the socket answers triggers as missed.
-    let triggering = Triggering::FreeRun;
+    let trigger = *l.config.source.trigger();
+    let triggering = match trigger.mode {
+        TriggerMode::FreeRun => Triggering::FreeRun,
+        TriggerMode::Command => Triggering::Control,
+    };
     let (control_tx, control) = pipeline::control_channel();
     let socket = socket(&l, &scorer, triggering, control_tx)?;
     let wait_clients = match (&socket, wait_clients) {
@@ -327,6 +336,8 @@ fn start(p: Prepared, mut sinks: Vec<Box<dyn Sink>>, wait_clients: usize) -> Res
     let tally = pipeline::run(Pipeline {
         source: input,
         triggering,
+        trigger_timeout: trigger.timeout,
+        overload: l.config.runtime.overload,
         control,
         inspectors,
         scorer: pipeline::shared_scorer(scorer),
@@ -345,6 +356,7 @@ fn start(p: Prepared, mut sinks: Vec<Box<dyn Sink>>, wait_clients: usize) -> Res
         pass = tally.pass,
         fail = tally.fail,
         error = tally.error,
+        skipped = tally.skipped,
         "stopped"
     );
     Ok(tally)
@@ -392,6 +404,14 @@ pub fn check(config_path: &Path, mode: Mode) -> Result<String> {
             .heartbeat
             .map_or("off".to_string(), |d| format!("every {} ms", d.as_millis())),
         control.commands_per_second,
+    );
+    let trigger = l.config.source.trigger();
+    report += &format!(
+        "\n  source: trigger={} trigger_timeout_ms={} overload={} queue_depth={}",
+        trigger.mode.as_str(),
+        trigger.timeout.as_millis(),
+        l.config.runtime.overload.as_str(),
+        l.config.runtime.queue_depth,
     );
     for w in &l.config.warnings {
         report += &format!("\n  warning: {w}");

@@ -155,6 +155,7 @@ pub struct LabelledSummary {
     pub overall: Confusion,
     pub by_group: BTreeMap<String, Confusion>,
     pub unlabelled: u64,
+    /// Labelled frames without a decision (`error` or `skipped`).
     pub errors_labelled: u64,
 }
 
@@ -239,8 +240,8 @@ impl fmt::Display for Summary {
         };
         writeln!(
             f,
-            "{} frames in {secs:.2} s ({fps:.1} frames/s): {} pass, {} fail, {} error",
-            self.frames, self.pass, self.fail, self.error
+            "{} frames in {secs:.2} s ({fps:.1} frames/s): {} pass, {} fail, {} error, {} skipped",
+            self.frames, self.pass, self.fail, self.error, self.skipped
         )?;
         if let (Some(p50), Some(p99)) = (self.latency_quantile(0.5), self.latency_quantile(0.99)) {
             writeln!(
@@ -254,7 +255,7 @@ impl fmt::Display for Summary {
             let c = ls.overall;
             writeln!(
                 f,
-                "labels {}: {} scored, {} unlabelled, {} labelled frames with errors (left out)",
+                "labels {}: {} scored, {} unlabelled, {} labelled frames with errors or skipped (left out)",
                 ls.labels_path.display(),
                 c.total(),
                 ls.unlabelled,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{Artifacts, temp_dir};
 use image::DynamicImage;
-use inspectord::config::ScoringConfig;
+use inspectord::config::{Overload, ScoringConfig};
 use inspectord::encoder::Model;
 use inspectord::inspect::{Inspector, Scorer};
 use inspectord::pipeline::{self, Input, Pipeline, Signals, Triggering, WaitClients};
@@ -140,6 +140,8 @@ fn a_read_that_blocks_forever_is_detected_and_the_camera_recovers() {
             supervision,
         },
         triggering: Triggering::FreeRun,
+        trigger_timeout: Duration::from_millis(1000),
+        overload: Overload::Wait,
         control,
         inspectors,
         scorer: pipeline::shared_scorer(scorer),

@@ -454,3 +454,295 @@ fn camera_missing_at_start_is_picked_up_when_it_appears() {
     eprintln!("restored {restored:?} after the simulator started");
     stop(daemon);
 }
+
+/// What the in-process trigger-mode run saw: wire verdict lines, status events, trigger answers.
+enum Seen {
+    Verdict(Value),
+    Status(inspectord::verdict::StatusKind),
+    Answer(String, inspectord::pipeline::TriggerAnswer),
+}
+
+struct Collect(mpsc::Sender<Seen>);
+
+impl inspectord::sink::Sink for Collect {
+    fn name(&self) -> &'static str {
+        "collect"
+    }
+    fn verdict(&mut self, r: &inspectord::sink::Ready<'_>) {
+        let v: Value = serde_json::from_str(r.line).unwrap();
+        let _ = self.0.send(Seen::Verdict(v));
+    }
+    fn status(&mut self, e: &inspectord::verdict::StatusEvent, _line: &std::sync::Arc<str>) {
+        let _ = self.0.send(Seen::Status(e.kind));
+    }
+}
+
+/// Trigger mode against the real simulator, in process (the socket's `trigger` command is
+/// another branch's work; it only sends `Control::Trigger` into the same channel): the config
+/// says `trigger = "command"` with `acquisition = "software-trigger"`, so each acknowledged
+/// trigger fires one software trigger. Killing the simulator after some triggers: each
+/// acknowledged trigger still gets exactly one verdict (`skipped` within the trigger timeout
+/// plus slack), triggers while the camera is lost are missed ("camera lost"), and after a
+/// restart triggers are taken again. Every verdict is counted against the acks.
+#[test]
+fn trigger_mode_simulator_killed_skips_acknowledged_triggers_and_misses_while_lost() {
+    use inspectord::pipeline::{self, Control, Input, Pipeline, Signals, Trigger, TriggerAnswer};
+    use inspectord::verdict::StatusKind;
+    const TRIGGER_TIMEOUT: Duration = Duration::from_millis(1000);
+
+    let _one = exclusive();
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let config = camera_config(&art, tmp.path(), None);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[source]\n",
+        "[source]\ntrigger = \"command\"\ntrigger_timeout_ms = 1000\nacquisition = \"software-trigger\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let config = inspectord::config::Config::load(&config).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let (backend, supervision) = inspectord::source::camera_backend(&config.source).unwrap();
+    assert_eq!(config.source.trigger().timeout, TRIGGER_TIMEOUT);
+
+    let runtime = inspectord::onnxruntime::init(None).expect("ONNX Runtime");
+    let model = inspectord::encoder::Model::load(runtime, &art.model).expect("model");
+    let set = inspectord::references::ReferenceSet::load(
+        &art.references,
+        &model.sha256,
+        &model.path,
+        model.contract.embedding_dim,
+    )
+    .expect("references");
+    let inspectors = (0..2)
+        .map(|_| {
+            inspectord::inspect::Inspector::new(
+                inspectord::preprocess::Preprocessor::new(model.contract.clone()),
+                model.encoder(runtime, 1).expect("session"),
+            )
+        })
+        .collect();
+    let scorer = inspectord::inspect::Scorer::new(set, &config.scoring).unwrap();
+    let (tx, seen) = mpsc::channel();
+    let (control_tx, control) = pipeline::control_channel();
+    let stop = inspectord::stop::StopSignal::new();
+    let p = Pipeline {
+        source: Input::Camera {
+            backend,
+            supervision,
+        },
+        triggering: pipeline::Triggering::Control,
+        trigger_timeout: TRIGGER_TIMEOUT,
+        overload: config.runtime.overload,
+        control,
+        inspectors,
+        scorer: pipeline::shared_scorer(scorer),
+        model_sha256: std::sync::Arc::from(model.sha256.as_str()),
+        queue_depth: 4,
+        sinks: vec![Box::new(Collect(tx.clone()))],
+        socket: None,
+        wait_clients: None,
+        stop: stop.clone(),
+        signals: Signals::Ignore,
+        notifier: None,
+        stall_timeout: Duration::from_secs(10),
+    };
+    let sim = Simulator::start();
+    let daemon = std::thread::spawn(move || pipeline::run(p));
+
+    let acked = std::cell::RefCell::new(Vec::new());
+    let mut verdicts: Vec<Value> = Vec::new();
+    let mut statuses = Vec::new();
+    // Sends a trigger and returns its answer; verdicts and statuses seen meanwhile are kept.
+    let fire =
+        |part: &str, verdicts: &mut Vec<Value>, statuses: &mut Vec<StatusKind>| -> TriggerAnswer {
+            let tx = tx.clone();
+            let name = part.to_string();
+            let t = Trigger {
+                part_id: Some(part.into()),
+                answer: Box::new(move |a| {
+                    let _ = tx.send(Seen::Answer(name, a));
+                }),
+            };
+            control_tx.send(Control::Trigger(t)).unwrap();
+            loop {
+                match seen.recv_timeout(Duration::from_secs(30)) {
+                    Ok(Seen::Answer(p, a)) => {
+                        assert_eq!(p, part);
+                        if let TriggerAnswer::Acked { acq_id } = a {
+                            acked.borrow_mut().push(acq_id);
+                        }
+                        return a;
+                    }
+                    Ok(Seen::Verdict(v)) => verdicts.push(v),
+                    Ok(Seen::Status(k)) => statuses.push(k),
+                    Err(_) => panic!("no answer to {part}"),
+                }
+            }
+        };
+    // Collects until `pred` holds for what was seen, or panics after `limit`.
+    let collect_until = |what: &str,
+                         limit: Duration,
+                         verdicts: &mut Vec<Value>,
+                         statuses: &mut Vec<StatusKind>,
+                         pred: &dyn Fn(&[Value], &[StatusKind]) -> bool| {
+        let deadline = Instant::now() + limit;
+        while !pred(verdicts, statuses) {
+            match seen.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Seen::Verdict(v)) => verdicts.push(v),
+                Ok(Seen::Status(k)) => statuses.push(k),
+                Ok(Seen::Answer(p, a)) => panic!("an answer without a trigger: {p} {a:?}"),
+                Err(_) => panic!("no {what} within {limit:?}: {verdicts:?} {statuses:?}"),
+            }
+        }
+    };
+    let inspected = |v: &Value| matches!(v["verdict"].as_str(), Some("pass" | "fail"));
+
+    // Warm-up: the device opens; triggers until one frame is inspected (a trigger acknowledged
+    // while the device was still opening may be skipped at its timeout).
+    let started = Instant::now();
+    let mut i = 0;
+    while !verdicts.iter().any(inspected) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no inspected frame: {verdicts:?}"
+        );
+        i += 1;
+        let a = fire(&format!("W{i}"), &mut verdicts, &mut statuses);
+        assert!(matches!(a, TriggerAnswer::Acked { .. }), "{a:?}");
+        let n = acked.borrow().len();
+        collect_until(
+            "warm-up verdict",
+            TRIGGER_TIMEOUT + LOSS_SLACK,
+            &mut verdicts,
+            &mut statuses,
+            &|v, _| v.len() >= n,
+        );
+    }
+    // Steady: each trigger one inspected frame with its acquisition id and part id.
+    for k in 1..=3 {
+        let part = format!("S{k}");
+        let a = fire(&part, &mut verdicts, &mut statuses);
+        let TriggerAnswer::Acked { acq_id } = a else {
+            panic!("{part}: {a:?}")
+        };
+        let n = acked.borrow().len();
+        collect_until(
+            "verdict",
+            Duration::from_secs(10),
+            &mut verdicts,
+            &mut statuses,
+            &|v, _| v.len() >= n,
+        );
+        let v = verdicts.last().unwrap();
+        check_verdict(v);
+        assert_eq!(
+            (v["acq_id"].as_u64(), v["part_id"].as_str()),
+            (Some(acq_id), Some(part.as_str())),
+            "{v}"
+        );
+    }
+
+    // The camera dies after an acknowledged trigger's read was asked for.
+    drop(sim);
+    let killed = Instant::now();
+    let a = fire("K1", &mut verdicts, &mut statuses);
+    let TriggerAnswer::Acked { acq_id } = a else {
+        panic!("K1 right after the kill: {a:?}")
+    };
+    let n = acked.borrow().len();
+    collect_until(
+        "verdict for K1",
+        TRIGGER_TIMEOUT + LOSS_SLACK,
+        &mut verdicts,
+        &mut statuses,
+        &|v, _| v.len() >= n,
+    );
+    let v = verdicts.last().unwrap();
+    common::assert_wire_verdict(v);
+    assert_eq!(
+        (v["verdict"].as_str(), v["acq_id"].as_u64()),
+        (Some("skipped"), Some(acq_id)),
+        "{v}"
+    );
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("camera lost: ") || reason.starts_with("trigger timeout: "),
+        "{v}"
+    );
+    eprintln!("K1 skipped after {:?}: {reason}", killed.elapsed());
+    collect_until(
+        "camera_lost",
+        FRAME_TIMEOUT + LOSS_SLACK,
+        &mut verdicts,
+        &mut statuses,
+        &|_, s| s.contains(&StatusKind::CameraLost),
+    );
+    // While lost: missed, no image.
+    for k in 1..=3 {
+        let a = fire(&format!("L{k}"), &mut verdicts, &mut statuses);
+        assert_eq!(
+            a,
+            TriggerAnswer::Missed {
+                reason: "camera lost".into()
+            }
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Back: restored, and triggers are taken again.
+    let _sim = Simulator::start();
+    collect_until(
+        "camera_restored",
+        RESTORE_LIMIT,
+        &mut verdicts,
+        &mut statuses,
+        &|_, s| s.contains(&StatusKind::CameraRestored),
+    );
+    let before = verdicts.len();
+    let mut taken = false;
+    let started = Instant::now();
+    while !taken {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no inspected frame after restore"
+        );
+        let a = fire("R", &mut verdicts, &mut statuses);
+        let n = acked.borrow().len();
+        if matches!(a, TriggerAnswer::Acked { .. }) {
+            collect_until(
+                "verdict after restore",
+                TRIGGER_TIMEOUT + LOSS_SLACK,
+                &mut verdicts,
+                &mut statuses,
+                &|v, _| v.len() >= n,
+            );
+            taken = verdicts[before..].iter().any(inspected);
+        }
+    }
+
+    std::thread::sleep(Duration::from_millis(500));
+    stop.raise();
+    let tally = daemon.join().unwrap().unwrap();
+    drop(control_tx);
+    while let Ok(s) = seen.try_recv() {
+        if let Seen::Verdict(v) = s {
+            verdicts.push(v);
+        }
+    }
+    // Exactly one verdict per acknowledged trigger, in seq order without gaps.
+    let acqs: Vec<u64> = verdicts
+        .iter()
+        .map(|v| v["acq_id"].as_u64().unwrap())
+        .collect();
+    let acked = acked.into_inner();
+    assert_eq!(acqs, acked, "verdicts per acknowledged trigger");
+    assert_eq!(acked, (1..=acked.len() as u64).collect::<Vec<_>>());
+    common::assert_seq_contiguous(&verdicts);
+    assert_eq!(tally.frames, acked.len() as u64);
+    let skipped = verdicts
+        .iter()
+        .filter(|v| v["verdict"] == "skipped")
+        .count();
+    assert_eq!(tally.skipped, skipped as u64);
+    assert!(skipped >= 1);
+}

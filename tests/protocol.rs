@@ -575,6 +575,8 @@ fn in_trigger_mode_a_trigger_is_acked_and_gets_exactly_one_verdict() {
     let p = Pipeline {
         source: Input::Frames(Box::new(source)),
         triggering: Triggering::Control,
+        trigger_timeout: Duration::from_secs(1),
+        overload: inspectord::config::Overload::Wait,
         control,
         inspectors: vec![Inspector::new(
             Preprocessor::new(model.contract.clone()),

@@ -30,7 +30,7 @@ use crate::verdict::VerdictKind;
 pub mod defaults {
     use std::time::Duration;
 
-    use super::Acquisition;
+    use super::{Acquisition, Overload, TriggerMode};
     use crate::score::ScoreKind;
     use crate::soart3::Orders;
     use crate::verdict::VerdictKind;
@@ -71,6 +71,11 @@ pub mod defaults {
     pub const OFFSET: u32 = 0;
     pub const PACKET_SOCKET: bool = false;
     pub const ACQUISITION: Acquisition = Acquisition::FreeRun;
+    /// `[source] trigger`: frames as fast as the source gives them.
+    pub const TRIGGER: TriggerMode = TriggerMode::FreeRun;
+    /// An acknowledged trigger whose frame has not come within this becomes a `skipped`
+    /// verdict.
+    pub const TRIGGER_TIMEOUT: Duration = Duration::from_millis(1000);
 
     pub const SOCKET_MODE: u32 = 0o660;
     /// Bytes of `sun_path` in a Unix socket address on Linux, the terminating NUL included:
@@ -90,6 +95,8 @@ pub mod defaults {
     pub const INTRA_OP_THREADS: usize = 1;
     pub const QUEUE_DEPTH: usize = 8;
     pub const STALL_TIMEOUT: Duration = Duration::from_millis(10_000);
+    /// A frame that finds the workers' queue full waits (back-pressure).
+    pub const OVERLOAD: Overload = Overload::Wait;
     /// Largest image decoded or preprocessed (pixels); a bigger one is an `error` verdict,
     /// refused from its header before any pixel memory is allocated.
     pub const MAX_IMAGE_WIDTH: u32 = 8192;
@@ -170,6 +177,15 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
+    /// When frames are taken (`trigger`, `trigger_timeout_ms`): every source kind has them.
+    pub fn trigger(&self) -> &TriggerConfig {
+        match self {
+            SourceConfig::Replay(r) => &r.trigger,
+            SourceConfig::Uvc(c) => &c.camera.trigger,
+            SourceConfig::Genicam(c) => &c.camera.trigger,
+        }
+    }
+
     /// The keys every camera has; `None` for a replay source.
     pub fn camera(&self) -> Option<&CameraConfig> {
         match self {
@@ -193,6 +209,69 @@ pub struct ReplayConfig {
     pub extensions: Vec<String>,
     /// Largest file read (bytes, `max_file_mb`); only regular files are read at all.
     pub max_file_bytes: u64,
+    /// Free-run (at `fps`) or one image per trigger command.
+    pub trigger: TriggerConfig,
+}
+
+/// `[source] trigger` and `trigger_timeout_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TriggerConfig {
+    pub mode: TriggerMode,
+    /// Trigger mode: an acknowledged trigger whose frame has not come within this becomes a
+    /// `skipped` verdict.
+    pub timeout: Duration,
+}
+
+impl Default for TriggerConfig {
+    fn default() -> Self {
+        Self {
+            mode: defaults::TRIGGER,
+            timeout: defaults::TRIGGER_TIMEOUT,
+        }
+    }
+}
+
+/// `[source] trigger`: when the source takes a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerMode {
+    /// As fast as the source gives them (a replay's pace, a camera's frame rate).
+    FreeRun,
+    /// One frame per `trigger` command from a socket client.
+    Command,
+}
+
+impl TriggerMode {
+    pub const ALL: [TriggerMode; 2] = [Self::FreeRun, Self::Command];
+
+    /// The config's (and the wire's) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FreeRun => "free-run",
+            Self::Command => "command",
+        }
+    }
+}
+
+/// `[runtime] overload`: what a free-running source does with a frame that finds the workers'
+/// queue full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overload {
+    /// Wait for room (back-pressure: a camera's driver buffers or drops frames).
+    Wait,
+    /// Emit the frame as a `skipped` verdict ("overload: N frames queued") at once.
+    Skip,
+}
+
+impl Overload {
+    pub const ALL: [Overload; 2] = [Self::Wait, Self::Skip];
+
+    /// The config's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Wait => "wait",
+            Self::Skip => "skip",
+        }
+    }
 }
 
 impl ReplayConfig {
@@ -204,6 +283,7 @@ impl ReplayConfig {
             looping: defaults::REPLAY_LOOP,
             extensions: defaults::extensions(),
             max_file_bytes: defaults::REPLAY_MAX_FILE_MB * 1024 * 1024,
+            trigger: TriggerConfig::default(),
         }
     }
 }
@@ -231,6 +311,8 @@ pub struct CameraConfig {
     pub backoff_max: Duration,
     /// Software region of interest, cropped before preprocessing.
     pub roi: Option<Roi>,
+    /// Free-run (at the camera's rate) or one frame per trigger command.
+    pub trigger: TriggerConfig,
 }
 
 /// A USB (UVC / V4L2) camera through nokhwa.
@@ -401,6 +483,8 @@ pub struct RuntimeConfig {
     pub intra_op_threads: usize,
     /// Frames waiting between the source and the workers.
     pub queue_depth: usize,
+    /// What a free-running source does with a frame that finds the queue full.
+    pub overload: Overload,
     /// A stage busy this long on one frame counts as wedged: the systemd watchdog is no longer
     /// fed, so systemd restarts the daemon.
     pub stall_timeout: Duration,
@@ -876,5 +960,88 @@ workers = 3
         let e = Config::parse(Path::new("c.toml"), "[source]\npath = \n").unwrap_err();
         assert_eq!(e.errors[0].key, "(syntax)");
         assert_eq!(e.errors[0].line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn trigger_and_overload_keys() {
+        // Defaults: free-run, 1000 ms, wait.
+        let c = Config::parse(Path::new("c.toml"), GOOD).unwrap();
+        assert_eq!(*c.source.trigger(), TriggerConfig::default());
+        assert_eq!(c.source.trigger().mode, TriggerMode::FreeRun);
+        assert_eq!(c.source.trigger().timeout, defaults::TRIGGER_TIMEOUT);
+        assert_eq!(c.runtime.overload, Overload::Wait);
+
+        let text = GOOD
+            .replace(
+                "fps = 10",
+                "fps = 0\ntrigger = \"command\"\ntrigger_timeout_ms = 250",
+            )
+            .replace("workers = 3", "workers = 3\noverload = \"skip\"");
+        let c = Config::parse(Path::new("c.toml"), &text).unwrap();
+        assert_eq!(c.source.trigger().mode, TriggerMode::Command);
+        assert_eq!(c.source.trigger().timeout, Duration::from_millis(250));
+        assert_eq!(c.runtime.overload, Overload::Skip);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        // Bad values name their key paths, all at once.
+        let bad = GOOD
+            .replace(
+                "fps = 10",
+                "fps = 10\ntrigger = \"plc\"\ntrigger_timeout_ms = 0",
+            )
+            .replace("workers = 3", "overload = \"drop\"");
+        let e = Config::parse(Path::new("c.toml"), &bad).unwrap_err();
+        let keys: Vec<_> = e.errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "source.trigger",
+                "source.trigger_timeout_ms",
+                "runtime.overload"
+            ],
+            "{e}"
+        );
+        assert!(
+            e.errors[0].message.contains("\"free-run\" or \"command\""),
+            "{e}"
+        );
+
+        // Paced replay in trigger mode delays triggers: a warning.
+        let paced = GOOD.replace("fps = 10", "fps = 10\ntrigger = \"command\"");
+        let c = Config::parse(Path::new("c.toml"), &paced).unwrap();
+        let keys: Vec<_> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["source.fps"]);
+
+        // A timeout without trigger mode has no effect: a warning.
+        let idle = GOOD.replace("fps = 10", "fps = 10\ntrigger_timeout_ms = 500");
+        let c = Config::parse(Path::new("c.toml"), &idle).unwrap();
+        let keys: Vec<_> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["source.trigger_timeout_ms"]);
+
+        // Cameras: the same keys; GenICam command mode wants a software trigger, and every_nth
+        // means nothing per trigger: warnings.
+        let genicam = GOOD.replace(
+            "kind = \"replay\"\npath = \"images\"\nfps = 10",
+            "kind = \"genicam\"\ntrigger = \"command\"\nacquisition = \"software-trigger\"",
+        );
+        let c = Config::parse(Path::new("c.toml"), &genicam).unwrap();
+        assert_eq!(c.source.trigger().mode, TriggerMode::Command);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let streaming = genicam.replace("\"software-trigger\"", "\"free-run\"\nevery_nth = 2");
+        let c = Config::parse(Path::new("c.toml"), &streaming).unwrap();
+        let keys: Vec<_> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["source.trigger", "source.every_nth"],
+            "{:?}",
+            c.warnings
+        );
+        let uvc = GOOD.replace(
+            "kind = \"replay\"\npath = \"images\"\nfps = 10",
+            "kind = \"uvc\"\ntrigger = \"command\"\ntrigger_timeout_ms = 2000",
+        );
+        let c = Config::parse(Path::new("c.toml"), &uvc).unwrap();
+        assert_eq!(c.source.trigger().timeout, Duration::from_millis(2000));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 }

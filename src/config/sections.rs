@@ -7,8 +7,8 @@ use super::accounts;
 use super::reader::{Case, Reader, Section};
 use super::{
     Acquisition, CameraConfig, ControlConfig, FailuresConfig, GenicamConfig, GenicamPixelFormat,
-    ModelConfig, OutputConfig, ReferencesConfig, ReplayConfig, RuntimeConfig, ScoringConfig,
-    SourceConfig, UvcConfig, UvcPixelFormat, defaults,
+    ModelConfig, OutputConfig, Overload, ReferencesConfig, ReplayConfig, RuntimeConfig,
+    ScoringConfig, SourceConfig, TriggerConfig, TriggerMode, UvcConfig, UvcPixelFormat, defaults,
 };
 use crate::score::ScoreKind;
 use crate::verdict::VerdictKind;
@@ -44,6 +44,8 @@ pub(super) fn source(r: &mut Reader, mut s: Section) -> Option<SourceConfig> {
         }
         "genicam" => Some(SourceConfig::Genicam(genicam(r, &mut s))),
         other => {
+            s.skip("trigger");
+            s.skip("trigger_timeout_ms");
             let msg = format!(
                 "unknown source kind {other:?}; expected \"replay\", \"uvc\" (UVC/V4L2) or \"genicam\" (GenICam/GigE Vision)"
             );
@@ -85,14 +87,37 @@ fn replay(r: &mut Reader, s: &mut Section) -> Option<ReplayConfig> {
         }
     });
     let max_file_mb = r.integer(s, "max_file_mb", 1, 4096).map(|v| v as u64);
+    let trigger = trigger(r, s);
+    if trigger.mode == TriggerMode::Command && fps.is_some_and(|f| f > 0.0) {
+        let msg = "paces triggered images too (a trigger waits for the next due time) while trigger = \"command\"; 0 takes each at once";
+        r.key_warning(s, "fps", msg.into());
+    }
     let default = ReplayConfig::of(path?);
     Some(ReplayConfig {
         max_file_bytes: max_file_mb.map_or(default.max_file_bytes, |mb| mb * 1024 * 1024),
         fps: fps.unwrap_or(default.fps),
         looping: looping.unwrap_or(default.looping),
         extensions: extensions.unwrap_or(default.extensions),
+        trigger,
         ..default
     })
+}
+
+/// `trigger` and `trigger_timeout_ms`, which every source kind has.
+fn trigger(r: &mut Reader, s: &mut Section) -> TriggerConfig {
+    let modes = TriggerMode::ALL.map(|m| (m.as_str(), m));
+    let mode = r.keyword(s, "trigger", &modes, Case::Exact, "");
+    let timeout = r.millis(s, "trigger_timeout_ms", 1, MAX_MS);
+    let mode = mode.unwrap_or(defaults::TRIGGER);
+    if timeout.is_some() && mode == TriggerMode::FreeRun {
+        let msg =
+            "has no effect while trigger = \"free-run\" (it bounds the wait for a triggered frame)";
+        r.key_warning(s, "trigger_timeout_ms", msg.into());
+    }
+    TriggerConfig {
+        mode,
+        timeout: timeout.unwrap_or(defaults::TRIGGER_TIMEOUT),
+    }
 }
 
 /// The keys every camera back end has.
@@ -113,6 +138,11 @@ fn camera(r: &mut Reader, s: &mut Section) -> CameraConfig {
     let backoff_initial = ms("reconnect_initial_ms", defaults::RECONNECT_INITIAL);
     let backoff_max = ms("reconnect_max_ms", defaults::RECONNECT_MAX);
     let roi = r.roi(s, "roi");
+    let trigger = trigger(r, s);
+    if trigger.mode == TriggerMode::Command && every_nth.is_some_and(|n| n > 1) {
+        let msg = "has no effect while trigger = \"command\": each trigger takes one frame";
+        r.key_warning(s, "every_nth", msg.into());
+    }
     CameraConfig {
         device,
         width,
@@ -124,6 +154,7 @@ fn camera(r: &mut Reader, s: &mut Section) -> CameraConfig {
         backoff_initial,
         backoff_max: backoff_max.max(backoff_initial),
         roi,
+        trigger,
     }
 }
 
@@ -179,6 +210,12 @@ fn genicam(r: &mut Reader, s: &mut Section) -> GenicamConfig {
     let packet_socket = r.boolean(s, "packet_socket");
     let modes = Acquisition::ALL.map(|a| (a.as_str(), a));
     let acquisition = r.keyword(s, "acquisition", &modes, Case::Exact, "");
+    if camera.trigger.mode == TriggerMode::Command
+        && acquisition.unwrap_or(defaults::ACQUISITION) == Acquisition::FreeRun
+    {
+        let msg = "is \"command\" while the camera streams (acquisition = \"free-run\"): each trigger takes the next streamed frame, exposed before or after the trigger; set acquisition = \"software-trigger\" to expose one frame per trigger";
+        r.key_warning(s, "trigger", msg.into());
+    }
     GenicamConfig {
         camera,
         pixel_format,
@@ -290,11 +327,14 @@ pub(super) fn runtime(r: &mut Reader, mut s: Section) -> RuntimeConfig {
     let workers = count("workers", 256, defaults::WORKERS);
     let intra_op_threads = count("intra_op_threads", 256, defaults::INTRA_OP_THREADS);
     let queue_depth = count("queue_depth", 65536, defaults::QUEUE_DEPTH);
+    let policies = Overload::ALL.map(|o| (o.as_str(), o));
+    let overload = r.keyword(&mut s, "overload", &policies, Case::Exact, "");
     let runtime = RuntimeConfig {
         onnxruntime,
         workers,
         intra_op_threads,
         queue_depth,
+        overload: overload.unwrap_or(defaults::OVERLOAD),
         stall_timeout: r
             .millis(&mut s, "stall_timeout_ms", 100, MAX_MS)
             .unwrap_or(defaults::STALL_TIMEOUT),

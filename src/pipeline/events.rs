@@ -14,20 +14,48 @@ pub enum Control {
 }
 
 /// A trigger: the source answers it exactly once (taken, with its acquisition id, or missed)
-/// and, when taken, exactly one verdict carries that acquisition id.
+/// and, when taken, exactly one verdict carries that acquisition id. A trigger dropped without
+/// an answer (left in the control channel when the source ends, or refused by a closed channel)
+/// answers itself `Missed { reason: "daemon stopping" }`.
 pub struct Trigger {
     pub part_id: Option<String>,
     /// Called once with the source's answer (the socket thread routes it to the client).
     pub answer: Box<dyn FnOnce(TriggerAnswer) + Send>,
 }
 
+/// The answer of a trigger dropped unanswered.
+pub const DAEMON_STOPPING: &str = "daemon stopping";
+
 impl Trigger {
+    /// Gives the answer (once: the call consumes the trigger).
+    pub fn answer(mut self, answer: TriggerAnswer) {
+        let f = std::mem::replace(&mut self.answer, Box::new(|_| {}));
+        f(answer);
+    }
+
+    /// Answers `Missed` with `reason`.
+    pub fn miss(self, reason: impl Into<String>) {
+        self.answer(TriggerAnswer::Missed {
+            reason: reason.into(),
+        });
+    }
+
     /// A trigger whose answer nobody waits for (tests, embedding).
     pub fn unanswered(part_id: Option<String>) -> Trigger {
         Trigger {
             part_id,
             answer: Box::new(|_| {}),
         }
+    }
+}
+
+impl Drop for Trigger {
+    fn drop(&mut self) {
+        // After `answer` this is the no-op put in its place.
+        let f = std::mem::replace(&mut self.answer, Box::new(|_| {}));
+        f(TriggerAnswer::Missed {
+            reason: DAEMON_STOPPING.into(),
+        });
     }
 }
 
@@ -45,7 +73,8 @@ pub enum TriggerAnswer {
     /// Taken: a verdict with this acquisition id follows (within the trigger timeout, or
     /// `skipped`).
     Acked { acq_id: u64 },
-    /// Not taken, no image: why (`camera lost`, `not in trigger mode`, `busy: …`).
+    /// Not taken, no image: why (`camera lost`, `not in trigger mode`, `busy: …`,
+    /// `source ended`, `daemon stopping`).
     Missed { reason: String },
 }
 

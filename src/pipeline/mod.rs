@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-pub use events::{Control, Trigger, TriggerAnswer};
+pub use events::{Control, DAEMON_STOPPING, Trigger, TriggerAnswer};
 pub use monitor::Tally;
 pub use signals::{Reload, ReloadError, SignalHandlers};
 pub use slot::{ScorerSlot, SharedScorer, shared_scorer};
@@ -54,6 +54,7 @@ use signals::SighupReload;
 use source::SourceStage;
 use worker::Worker;
 
+use crate::config::Overload;
 use crate::inspect::Inspector;
 use crate::service::Notifier;
 use crate::sink::Sink;
@@ -116,6 +117,11 @@ pub fn control_channel() -> (Sender<Control>, Receiver<Control>) {
 pub struct Pipeline {
     pub source: Input,
     pub triggering: Triggering,
+    /// Trigger mode: an acknowledged trigger whose frame has not come within this gets a
+    /// `skipped` verdict.
+    pub trigger_timeout: Duration,
+    /// Free-run: what a frame that finds the queue full does (wait, or become `skipped`).
+    pub overload: Overload,
     /// Commands into the source (see [`control_channel`]).
     pub control: Receiver<Control>,
     /// One per encoder thread.
@@ -164,6 +170,17 @@ fn spawn_sink_workers(
     Ok(threads)
 }
 
+/// The encoder threads, named `encoder-<index>`.
+fn spawn_workers(workers: Vec<Worker>) -> Result<Vec<(String, JoinHandle<()>)>, PipelineError> {
+    workers
+        .into_iter()
+        .map(|worker| {
+            let thread = format!("encoder-{}", worker.index);
+            Ok((thread.clone(), spawn(&thread, move || worker.run())?))
+        })
+        .collect()
+}
+
 fn join_all(threads: Vec<(String, JoinHandle<()>)>) -> Result<(), PipelineError> {
     for (name, handle) in threads {
         join(&name, handle)?;
@@ -182,6 +199,8 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
     let Pipeline {
         source: input,
         triggering,
+        trigger_timeout,
+        overload,
         control,
         inspectors,
         scorer,
@@ -222,12 +241,15 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
     let intake = Intake {
         name: name.clone(),
         triggering,
+        trigger_timeout,
+        overload,
         control,
         slot: scorer.clone(),
         jobs: job_tx,
         events: event_tx.clone(),
         stop: stop.clone(),
         stages: stages.clone(),
+        model_sha256: model_sha256.clone(),
         acquisitions: std::sync::atomic::AtomicU64::new(0),
     };
     let stage = SourceStage {
@@ -236,7 +258,6 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
     };
     let source_thread = spawn("source", move || stage.run(input))?;
 
-    let n_workers = inspectors.len();
     let workers = inspectors
         .into_iter()
         .enumerate()
@@ -249,21 +270,13 @@ pub fn run(p: Pipeline) -> Result<Tally, PipelineError> {
             source: name.clone(),
             model_sha256: model_sha256.clone(),
         })
-        .map(|worker| {
-            let thread = format!("encoder-{}", worker.index);
-            Ok((thread.clone(), spawn(&thread, move || worker.run())?))
-        })
-        .collect::<Result<Vec<_>, PipelineError>>()?;
+        .collect();
+    let workers = spawn_workers(workers)?;
     drop((job_rx, event_tx));
 
     let (monitor_tx, monitor_rx) = bounded(64);
-    let sequencer = Sequencer::new(
-        sinks,
-        n_workers,
-        stages.clone(),
-        counters.clone(),
-        monitor_tx,
-    );
+    let (n, c) = (workers.len(), counters.clone());
+    let sequencer = Sequencer::new(sinks, n, stages.clone(), c, monitor_tx);
     let sequencer = spawn("sequencer", move || sequencer.run(event_rx))?;
 
     let threads = Threads {

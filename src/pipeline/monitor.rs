@@ -181,7 +181,7 @@ impl Monitor<'_> {
     fn status(&self, seen: &Seen) -> String {
         let t = self.counters.tally();
         let mut s = format!(
-            "{}{} frames: {} pass, {} fail, {} error; {:.1} fps; references {}",
+            "{}{} frames: {} pass, {} fail, {} error, {} skipped; {:.1} fps; references {}",
             if seen.stopping {
                 "stopping, draining; "
             } else {
@@ -191,6 +191,7 @@ impl Monitor<'_> {
             t.pass,
             t.fail,
             t.error,
+            t.skipped,
             seen.fps,
             self.scorer.current().id,
         );

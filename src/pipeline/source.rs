@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::Input;
 use super::camera::CameraStage;
-use super::events::Job;
+use super::events::DAEMON_STOPPING;
 use super::intake::{Intake, Next};
 use super::monitor::Stages;
+use super::{Input, Triggering};
 use crate::source::{FrameSource, SourceEvent};
 
 /// Hold the source until this many socket clients are connected (replay `--wait-clients`).
@@ -19,6 +19,9 @@ pub struct WaitClients {
     /// Clients connected now, kept by the socket thread.
     pub connected: Arc<AtomicUsize>,
 }
+
+/// A replay in trigger mode that has no image left answers this.
+const SOURCE_ENDED: &str = "source ended";
 
 pub(super) struct SourceStage {
     pub intake: Intake,
@@ -67,25 +70,51 @@ impl SourceStage {
         true
     }
 
+    /// Replay: free-run, or one image per trigger. Returns the `seq` of the last frame taken.
+    /// In trigger mode every trigger is answered: acknowledged when its image is taken, missed
+    /// when the queue is full, the images have run out or the run stops; triggers still in
+    /// the control channel at the end are answered as missed too.
     fn frames(&self, mut frames: Box<dyn FrameSource>) -> u64 {
+        let src = &self.intake;
         let mut taken = 0;
-        while let Next::Take(part) = self.intake.next_frame() {
-            if !frames.wait(&self.intake.stop) {
+        let mut end = DAEMON_STOPPING;
+        loop {
+            let trigger = match src.next_frame() {
+                Next::End => break,
+                Next::Take => None,
+                Next::Trigger(t) => match src.queue_full() {
+                    Some(busy) => {
+                        src.miss(t, busy);
+                        continue;
+                    }
+                    None => Some(t),
+                },
+            };
+            if !frames.wait(&src.stop) {
+                if let Some(t) = trigger {
+                    src.miss(t, DAEMON_STOPPING.into());
+                }
                 break;
             }
             let event = {
-                let _busy = self.intake.stages.enter(Stages::SOURCE);
+                let _busy = src.stages.enter(Stages::SOURCE);
                 frames.take()
             };
             let SourceEvent::Frame(mut frame) = event else {
+                end = SOURCE_ENDED;
+                if let Some(t) = trigger {
+                    src.miss(t, SOURCE_ENDED.into());
+                }
                 break;
             };
-            frame.trigger = part;
-            let (seq, scorer) = self.intake.slot.admit();
-            taken = seq;
-            if self.intake.jobs.send(Job { seq, frame, scorer }).is_err() {
-                break;
+            frame.trigger = trigger.map(|t| src.acknowledge(t));
+            match src.submit(frame) {
+                Ok(seq) => taken = seq,
+                Err(_) => break,
             }
+        }
+        if src.triggering == Triggering::Control {
+            src.answer_waiting(end);
         }
         taken
     }

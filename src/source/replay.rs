@@ -285,6 +285,7 @@ mod tests {
             looping: false,
             extensions: vec!["png".into(), "jpg".into()],
             max_file_bytes: 1024,
+            trigger: Default::default(),
         }
     }
 

@@ -510,6 +510,7 @@ mod tests {
                 backoff_initial: Duration::from_millis(500),
                 backoff_max: Duration::from_secs(10),
                 roi: None,
+                trigger: Default::default(),
             },
             pixel_format: None,
         }

@@ -357,7 +357,21 @@ pub fn assert_wire_verdict(v: &Value) {
                 ctx()
             );
         }
-        _ => panic!("verdict must be pass, fail or error: {}", ctx()),
+        Some("skipped") => {
+            for k in ["score", "threshold", "soart3", "reference_index"] {
+                assert!(
+                    v[k].is_null(),
+                    "{k} must be null on a skipped verdict: {}",
+                    ctx()
+                );
+            }
+            assert!(
+                v["reason"].as_str().is_some_and(|r| !r.trim().is_empty()),
+                "skip reason: {}",
+                ctx()
+            );
+        }
+        _ => panic!("verdict must be pass, fail, error or skipped: {}", ctx()),
     }
 }
 
