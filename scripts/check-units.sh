@@ -20,6 +20,8 @@ cd "$(dirname "$0")/.."
 
 MAX_EXPOSURE=${MAX_EXPOSURE:-1.0}
 MAX_EXPOSURE_GENICAM=${MAX_EXPOSURE_GENICAM:-1.5}
+# The Modbus bridge faces the PLC network (AF_INET, no PrivateNetwork=): 1.0 is what is left.
+MAX_EXPOSURE_MODBUS=${MAX_EXPOSURE_MODBUS:-1.0}
 
 bash scripts/system-deps.sh
 
@@ -38,7 +40,7 @@ fail=0
 # `verify` and `security` also read drop-ins from <dir>/inspectord.service.d/.
 mkdir -p "$tmp/default" "$tmp/genicam/inspectord.service.d"
 for d in default genicam; do
-  for unit in inspectord.service inspectord.socket; do
+  for unit in inspectord.service inspectord.socket inspectord-modbus.service inspectord-modbus.socket; do
     sed "s|/usr/bin/inspectord|$bin|g" "systemd/$unit" > "$tmp/$d/$unit"
   done
 done
@@ -59,6 +61,7 @@ verify() { # verify LABEL UNIT-FILE...
 }
 verify "inspectord.service, inspectord.socket" "$tmp/default/inspectord.service" "$tmp/default/inspectord.socket"
 verify "inspectord.service + genicam.conf" "$tmp/genicam/inspectord.service" "$tmp/genicam/inspectord.socket"
+verify "inspectord-modbus.service, inspectord-modbus.socket" "$tmp/default/inspectord-modbus.service" "$tmp/default/inspectord-modbus.socket"
 
 exposure() { # exposure LABEL UNIT-FILE MAX
   local label=$1 unit=$2 max=$3 out level
@@ -81,6 +84,7 @@ exposure() { # exposure LABEL UNIT-FILE MAX
 }
 exposure "inspectord.service" "$tmp/default/inspectord.service" "$MAX_EXPOSURE"
 exposure "inspectord.service + genicam.conf" "$tmp/genicam/inspectord.service" "$MAX_EXPOSURE_GENICAM"
+exposure "inspectord-modbus.service" "$tmp/default/inspectord-modbus.service" "$MAX_EXPOSURE_MODBUS"
 
 # sysusers.d and tmpfiles.d, applied to an empty root: the user, its groups, the state directory.
 root=$tmp/root
@@ -102,6 +106,23 @@ listen=$(sed -n 's/^ListenStream=//p' systemd/inspectord.socket)
 configured=$(sed -n 's/^socket = "\(.*\)"/\1/p' config/inspectord.production.toml)
 if [[ $listen != "$configured" ]]; then
   echo "check-units: FAIL: inspectord.socket ListenStream=$listen but config/inspectord.production.toml output.socket = $configured" >&2
+  fail=1
+fi
+
+# The bridge's unit joins the daemon's group (socket access and permission to command), takes its
+# port from its socket unit (502: no capability), and runs the installed bridge config.
+grep -qx 'SupplementaryGroups=inspectord' systemd/inspectord-modbus.service ||
+  { echo "check-units: FAIL: inspectord-modbus.service does not join group inspectord" >&2; fail=1; }
+grep -qx 'ListenStream=502' systemd/inspectord-modbus.socket ||
+  { echo "check-units: FAIL: inspectord-modbus.socket does not listen on 502" >&2; fail=1; }
+grep -qx 'CapabilityBoundingSet=' systemd/inspectord-modbus.service ||
+  { echo "check-units: FAIL: inspectord-modbus.service keeps capabilities" >&2; fail=1; }
+grep -q -- '--config /etc/inspectord/modbus.toml' systemd/inspectord-modbus.service ||
+  { echo "check-units: FAIL: inspectord-modbus.service does not run /etc/inspectord/modbus.toml" >&2; fail=1; }
+# The example bridge config names the daemon's socket.
+bridge_socket=$(sed -n 's/^socket = "\(.*\)"/\1/p' config/modbus.toml)
+if [[ $bridge_socket != "$listen" ]]; then
+  echo "check-units: FAIL: config/modbus.toml daemon.socket = $bridge_socket but inspectord.socket ListenStream=$listen" >&2
   fail=1
 fi
 

@@ -60,10 +60,14 @@ put 0644 models/elpv-lite0.onnx "$DATADIR/inspectord/models/elpv-lite0.onnx"
 put 0644 models/elpv-lite0-references.safetensors "$DATADIR/inspectord/models/elpv-lite0-references.safetensors"
 put 0644 systemd/inspectord.service "$UNITDIR/inspectord.service" sed
 put 0644 systemd/inspectord.socket "$UNITDIR/inspectord.socket" sed
+put 0644 systemd/inspectord-modbus.service "$UNITDIR/inspectord-modbus.service" sed
+put 0644 systemd/inspectord-modbus.socket "$UNITDIR/inspectord-modbus.socket" sed
 put 0644 systemd/inspectord.sysusers "$SYSUSERSDIR/inspectord.conf"
 put 0644 systemd/inspectord.tmpfile "$TMPFILESDIR/inspectord.conf"
 put 0644 README.md "$DOCDIR/README.md"
 put 0644 docs/PROTOCOL.md "$DOCDIR/PROTOCOL.md"
+put 0644 docs/PLC.md "$DOCDIR/PLC.md"
+put 0644 config/modbus.toml "$DOCDIR/examples/modbus.toml"
 put 0644 models/README.md "$DOCDIR/models/README.md"
 put 0644 debian/copyright "$DOCDIR/copyright"
 put 0644 "$ort/LICENSE" "$DOCDIR/onnxruntime/LICENSE"
@@ -87,6 +91,11 @@ else
   echo "  $CONFDIR/inspectord.toml.dist (kept your $CONFDIR/inspectord.toml; compare and merge)"
 fi
 rm -f "$conf.new"
+# The Modbus bridge's config: installed once, never replaced.
+if [[ ! -e $DESTDIR$CONFDIR/modbus.toml ]]; then
+  install -m 0644 config/modbus.toml "$DESTDIR$CONFDIR/modbus.toml"
+  echo "  $CONFDIR/modbus.toml"
+fi
 
 if [[ -z $DESTDIR ]]; then
   cat <<EOF

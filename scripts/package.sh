@@ -46,6 +46,10 @@ deb_files=(
   ./usr/share/inspectord/models/elpv-lite0-references.safetensors
   ./usr/lib/systemd/system/inspectord.service
   ./usr/lib/systemd/system/inspectord.socket
+  ./usr/lib/systemd/system/inspectord-modbus.service
+  ./usr/lib/systemd/system/inspectord-modbus.socket
+  ./etc/inspectord/modbus.toml
+  ./usr/share/doc/inspectord/PLC.md
   ./usr/lib/sysusers.d/inspectord.conf
   ./usr/lib/tmpfiles.d/inspectord.conf
   ./usr/share/doc/inspectord/copyright
@@ -76,9 +80,11 @@ done
 # The units are packaged as they are in systemd/.
 x=$tmp/x
 dpkg-deb --extract "$deb" "$x"
-for unit in inspectord.service inspectord.socket; do
+for unit in inspectord.service inspectord.socket inspectord-modbus.service inspectord-modbus.socket; do
   cmp -s "systemd/$unit" "$x/usr/lib/systemd/system/$unit" || problem "packaged $unit differs from systemd/$unit"
 done
+grep -qx /etc/inspectord/modbus.toml "$tmp/control/conffiles" 2>/dev/null ||
+  problem "/etc/inspectord/modbus.toml is not a conffile"
 
 # The packaged binary, library, model, references and config work together: `inspectord check`
 # on the unpacked tree, with /usr, /run and /var/lib paths moved into it (the camera is absent
@@ -104,6 +110,9 @@ install_files=(
   share/inspectord/models/elpv-lite0-references.safetensors
   lib/systemd/system/inspectord.service
   lib/systemd/system/inspectord.socket
+  lib/systemd/system/inspectord-modbus.service
+  lib/systemd/system/inspectord-modbus.socket
+  share/doc/inspectord/PLC.md
   lib/sysusers.d/inspectord.conf
   lib/tmpfiles.d/inspectord.conf
   share/doc/inspectord/copyright

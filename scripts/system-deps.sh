@@ -9,10 +9,11 @@ set -euo pipefail
 # (scripts/check-units.sh; systemd need not be PID 1); procps: /bin/kill, the unit's ExecReload=;
 # dpkg-dev: dpkg-shlibdeps for the package's dependencies (scripts/package.sh, cargo-deb);
 # make: scripts/package.sh checks `make install`; g++: libFuzzer (scripts/fuzz.sh, cargo-fuzz).
-want=(ca-certificates python3 python3-pip pkg-config gcc libc6-dev
+# mbpoll (libmodbus) and python3-venv (the venv with pymodbus that tests/bridge_modbus.rs creates
+# in target/plc-venv): the two real Modbus clients the bridge's tests drive it with.
+want=(ca-certificates python3 python3-pip python3-venv pkg-config gcc libc6-dev
       libclang-dev libaravis-dev libusb-1.0-0-dev aravis-tools
-      systemd procps dpkg-dev make g++)
-[[ ${1:-base} == model ]] && want+=(python3-venv)
+      systemd procps dpkg-dev make g++ mbpoll)
 
 missing=()
 for p in "${want[@]}"; do

@@ -104,6 +104,21 @@ pub enum Command {
         #[arg(value_enum)]
         which: SchemaKind,
     },
+    /// A bridge to a field bus: a separate process, an ordinary client of the verdict socket.
+    Bridge {
+        #[command(subcommand)]
+        kind: BridgeKind,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BridgeKind {
+    /// A Modbus/TCP server that a PLC polls like a smart camera (trigger / result handshake;
+    /// register map in docs/PLC.md).
+    Modbus {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 /// One direction of the socket protocol.

@@ -581,6 +581,16 @@ pub fn record(config_path: &Path, out: &Path, count: usize) -> Result<String> {
     ))
 }
 
+/// `bridge modbus`: the Modbus/TCP bridge (a separate process; no model, no camera). Its config
+/// is compiled by the config compiler like the daemon's; it runs until SIGINT or SIGTERM.
+pub fn bridge_modbus(config: &Path) -> Result<()> {
+    let cfg = crate::config::BridgeConfig::load(config)?;
+    for w in &cfg.warnings {
+        tracing::warn!(warning = %w, "bridge config");
+    }
+    crate::bridge::run(cfg).context("Modbus bridge")
+}
+
 /// `devices`: the cameras each back end finds now, with the `device = ` value that selects them.
 /// A back end that cannot list is reported in its section; the command fails only when no back
 /// end could list at all.

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use inspectord::cli::{Cli, Command};
+use inspectord::cli::{BridgeKind, Cli, Command};
 use inspectord::commands::{self, ReplayOptions};
 use inspectord::logging;
 use inspectord::service::Notifier;
@@ -62,6 +62,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             commands::record(&config, &out, count as usize).map(|report| println!("{report}"))
         }
         Command::Devices => commands::devices().map(|report| println!("{report}")),
+        Command::Bridge {
+            kind: BridgeKind::Modbus { config },
+        } => commands::bridge_modbus(&config),
         Command::Schema { which } => commands::schema(which),
     }
 }

@@ -4,6 +4,7 @@
 //! Everything here is a plain function or a small value; the pipeline decides when to notify.
 //! Outside systemd (no `NOTIFY_SOCKET`, no `LISTEN_FDS`) each function is a no-op or `None`.
 
+use std::net::TcpListener;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
@@ -25,6 +26,10 @@ pub enum ServiceError {
         "socket activation passed fd {fd}, which is not a listening Unix stream socket ({what}); use ListenStream= with a path in the .socket unit"
     )]
     NotAUnixListener { fd: RawFd, what: String },
+    #[error(
+        "socket activation passed fd {fd}, which is not a listening TCP socket ({what}); use ListenStream= with a port in the .socket unit"
+    )]
+    NotATcpListener { fd: RawFd, what: String },
 }
 
 /// The service manager's notification socket (`NOTIFY_SOCKET`), and the watchdog interval it
@@ -127,8 +132,54 @@ pub fn activated_listener() -> Result<Option<UnixListener>, ServiceError> {
     }
 }
 
+/// The listening TCP socket passed by socket activation (the Modbus bridge's port), if any.
+/// Takes it at most once per process; later calls return `None`.
+pub fn activated_tcp_listener() -> Result<Option<TcpListener>, ServiceError> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let fds: Vec<RawFd> = sd_notify::listen_fds()
+        .map_err(ServiceError::ListenFds)?
+        .collect();
+    match fds.as_slice() {
+        [] => Ok(None),
+        [fd] => {
+            if TAKEN.swap(true, Ordering::SeqCst) {
+                return Ok(None);
+            }
+            check_tcp_listener(*fd)?;
+            // SAFETY: as in `activated_listener`: passed to this process to own, wrapped once.
+            let owned = unsafe { OwnedFd::from_raw_fd(*fd) };
+            Ok(Some(TcpListener::from(owned)))
+        }
+        more => Err(ServiceError::TooManySockets(more.len())),
+    }
+}
+
+fn check_tcp_listener(fd: RawFd) -> Result<(), ServiceError> {
+    let not = |what| ServiceError::NotATcpListener { fd, what };
+    let (domain, kind, listening) = socket_kind(fd).map_err(not)?;
+    let inet = domain == libc::AF_INET || domain == libc::AF_INET6;
+    if !inet || kind != libc::SOCK_STREAM || !listening {
+        return Err(not(format!(
+            "domain {domain}, type {kind}, listening {listening}"
+        )));
+    }
+    Ok(())
+}
+
 fn check_unix_listener(fd: RawFd) -> Result<(), ServiceError> {
-    let opt = |name: libc::c_int| -> Result<libc::c_int, ServiceError> {
+    let not = |what| ServiceError::NotAUnixListener { fd, what };
+    let (domain, kind, listening) = socket_kind(fd).map_err(not)?;
+    if domain != libc::AF_UNIX || kind != libc::SOCK_STREAM || !listening {
+        return Err(not(format!(
+            "domain {domain}, type {kind}, listening {listening}"
+        )));
+    }
+    Ok(())
+}
+
+/// A socket's domain, type and whether it listens (`getsockopt`), or why that is unknown.
+fn socket_kind(fd: RawFd) -> Result<(libc::c_int, libc::c_int, bool), String> {
+    let opt = |name: libc::c_int| -> Result<libc::c_int, String> {
         let mut value: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: getsockopt writes at most `len` bytes into `value`, an int, as asked.
@@ -144,24 +195,14 @@ fn check_unix_listener(fd: RawFd) -> Result<(), ServiceError> {
         if rc == 0 {
             Ok(value)
         } else {
-            Err(ServiceError::NotAUnixListener {
-                fd,
-                what: std::io::Error::last_os_error().to_string(),
-            })
+            Err(std::io::Error::last_os_error().to_string())
         }
     };
-    let (domain, kind, listening) = (
+    Ok((
         opt(libc::SO_DOMAIN)?,
         opt(libc::SO_TYPE)?,
-        opt(libc::SO_ACCEPTCONN)?,
-    );
-    if domain != libc::AF_UNIX || kind != libc::SOCK_STREAM || listening == 0 {
-        return Err(ServiceError::NotAUnixListener {
-            fd,
-            what: format!("domain {domain}, type {kind}, listening {}", listening != 0),
-        });
-    }
-    Ok(())
+        opt(libc::SO_ACCEPTCONN)? != 0,
+    ))
 }
 
 /// True when stderr is connected to the journal (`JOURNAL_STREAM` names stderr's device and
@@ -202,6 +243,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let l = UnixListener::bind(dir.path().join("s")).unwrap();
         check_unix_listener(l.as_raw_fd()).unwrap();
+        assert!(check_tcp_listener(l.as_raw_fd()).is_err());
+        let t = TcpListener::bind("127.0.0.1:0").unwrap();
+        check_tcp_listener(t.as_raw_fd()).unwrap();
+        assert!(check_unix_listener(t.as_raw_fd()).is_err());
     }
 
     #[test]

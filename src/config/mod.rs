@@ -13,8 +13,11 @@
 //! - `sections.rs`: one function per section, turning its keys into a validated struct.
 
 pub mod accounts;
+mod bridge;
 mod reader;
 mod sections;
+
+pub use bridge::{BridgeConfig, WordOrder};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -106,6 +109,23 @@ pub mod defaults {
     /// refused rather than read until memory runs out). Generous: far above any real file.
     /// The config file itself.
     pub const CONFIG_MAX_BYTES: u64 = 1 << 20;
+
+    /// `inspectord bridge modbus`: `[daemon] socket`.
+    pub const BRIDGE_SOCKET: &str = "/run/inspectord/verdicts.sock";
+    /// `[daemon] source`: who the bridge is in `report` commands.
+    pub const BRIDGE_SOURCE: &str = "bridge-modbus";
+    pub const BRIDGE_RECONNECT_INITIAL: Duration = Duration::from_millis(200);
+    pub const BRIDGE_RECONNECT_MAX: Duration = Duration::from_millis(5000);
+    /// Longest reconnect wait accepted (a minute).
+    pub const BRIDGE_RECONNECT_CAP_MS: u64 = 60_000;
+    /// `[modbus] listen` for a manual run (the .socket unit passes port 502).
+    pub const BRIDGE_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
+        std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 1502),
+    );
+    pub const BRIDGE_UNIT_ID: u8 = 1;
+    /// `[modbus] buffer`: results held with BufferResultsEnable.
+    pub const BRIDGE_BUFFER: usize = 8;
+    pub const BRIDGE_PLC_TIMEOUT: Duration = Duration::from_millis(3000);
     /// An ONNX model (protobuf cannot exceed 2 GiB anyway).
     pub const MODEL_MAX_BYTES: u64 = 2 << 30;
     /// A reference set (a million 256-dimensional `f32` embeddings are 1 GiB).
