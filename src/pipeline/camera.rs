@@ -7,9 +7,8 @@
 //! (for a GenICam camera in `software-trigger` acquisition, one exposure), tagged with its
 //! acquisition id; the frame comes back with that id, so a frame that comes after its trigger
 //! was given up is dropped, never matched to another trigger. A trigger is acknowledged only
-//! while the camera is open or opening for the first time, fewer than
-//! [`OUTSTANDING_TRIGGERS`] reads are waiting and the workers' queue has room; otherwise it is
-//! missed (`camera lost`, `busy: …`). An acknowledged trigger whose frame has not come within
+//! while the camera is open, fewer than [`OUTSTANDING_TRIGGERS`] reads are waiting and the
+//! workers' queue has room; otherwise it is missed (`camera opening`, `camera lost`, `busy: …`). An acknowledged trigger whose frame has not come within
 //! the trigger timeout, or whose camera is lost (or the run stops) first, gets its one verdict
 //! as `skipped`. The frame timeout runs only while a read is outstanding (or the device is
 //! opening), so a camera waiting for the next part is idle, not lost.
@@ -310,6 +309,10 @@ impl CameraStage<'_> {
         };
         if st.lost {
             return self.refuse(t, "camera lost");
+        }
+        if !capture.opened {
+            // Not ready: a trigger acknowledged now would wait out the open, not an exposure.
+            return self.refuse(t, "camera opening");
         }
         if capture.in_flight >= OUTSTANDING_TRIGGERS {
             let busy = format!("busy: {} triggers waiting", capture.in_flight);
