@@ -201,8 +201,13 @@ impl Observer {
     fn wait_for(&self, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
         let end = Instant::now() + WAIT;
         while Instant::now() < end {
-            if let Some(v) = self.lines.lock().unwrap().iter().find(|v| cond(v)) {
-                return v.clone();
+            {
+                let lines = self.lines.lock().unwrap();
+                if let Some(v) = lines.iter().find(|v| cond(v)) {
+                    // Every line the daemon sent so far must be valid against the schema.
+                    lines.iter().for_each(common::assert_valid_message);
+                    return v.clone();
+                }
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -224,7 +229,9 @@ impl Observer {
     fn trigger(&mut self, part: u32) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        let line = json!({"type": "trigger", "part_id": part.to_string(), "id": id}).to_string();
+        let command = json!({"type": "trigger", "part_id": part.to_string(), "id": id});
+        common::assert_valid_command(&command);
+        let line = command.to_string();
         self.stream
             .write_all(format!("{line}\n").as_bytes())
             .expect("send trigger");

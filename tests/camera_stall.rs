@@ -174,6 +174,7 @@ fn a_read_that_blocks_forever_is_detected_and_the_camera_recovers() {
             .expect("socket closed early")
             .expect("no line within 10 s");
         let msg: serde_json::Value = serde_json::from_str(&line).unwrap();
+        common::assert_valid_message(&msg);
         match (msg["type"].as_str(), msg["event"].as_str()) {
             (Some("verdict"), _) => {
                 assert!(

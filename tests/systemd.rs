@@ -111,6 +111,7 @@ impl Lines {
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { break };
                 let v: Value = serde_json::from_str(&line).expect("a JSON line");
+                common::assert_valid_message(&v);
                 store.lock().unwrap().push(v.clone());
                 if tx.send(v).is_err() {
                     break;
