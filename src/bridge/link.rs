@@ -279,34 +279,6 @@ impl Resume {
     }
 }
 
-/// Capped exponential backoff.
-#[derive(Debug)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max: max.max(initial),
-            next: initial,
-        }
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
 /// One connection to the daemon: non-blocking, with its read and write buffers.
 #[derive(Debug)]
 pub struct Connection {
@@ -491,14 +463,5 @@ mod tests {
         assert_eq!((start, Resume::from_seq(start)), (Start::NewRun, 0));
         r.subscribed();
         assert!(r.accept(1) && r.accept(2) && !r.accept(2));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let d: Vec<u128> = (0..4).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(d, vec![100, 200, 350, 350]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(100));
     }
 }

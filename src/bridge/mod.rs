@@ -25,9 +25,10 @@ use rmodbus::{ErrorKind, ModbusProto};
 
 use crate::config::BridgeConfig;
 use crate::error::chain;
+use crate::source::camera::Backoff;
 use crate::wire::WireEvent;
 use handshake::{Action, Handshake};
-use link::{Backoff, Connection, Inbound, Resume};
+use link::{Connection, Inbound, Resume};
 use registers::{coil, status};
 
 const LISTENER: Token = Token(0);

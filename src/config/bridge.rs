@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::reader::{Case, Document, Reader};
-use super::{ConfigError, ConfigErrors, ConfigWarning, defaults};
+use super::{ConfigErrors, ConfigWarning, defaults};
 
 /// How a 32-bit value occupies two registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,18 +58,7 @@ const NAMES: &[&str] = &["daemon", "modbus"];
 impl BridgeConfig {
     /// Reads and validates a bridge config file.
     pub fn load(path: &Path) -> Result<BridgeConfig, ConfigErrors> {
-        let text =
-            crate::input_file::read_to_string(path, defaults::CONFIG_MAX_BYTES).map_err(|e| {
-                ConfigErrors {
-                    path: path.into(),
-                    errors: vec![ConfigError {
-                        key: "(file)".into(),
-                        line: None,
-                        message: format!("cannot read: {}", crate::error::chain(&e)),
-                    }],
-                }
-            })?;
-        Self::parse(path, &text)
+        Self::parse(path, &super::read_config_file(path)?)
     }
 
     /// Validates bridge config text; `path` names the file and anchors a relative socket path.

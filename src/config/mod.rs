@@ -551,21 +551,22 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// A config file's text (a regular file within the size cap), or the one error saying why not.
+pub(crate) fn read_config_file(path: &Path) -> Result<String, ConfigErrors> {
+    crate::input_file::read_to_string(path, defaults::CONFIG_MAX_BYTES).map_err(|e| ConfigErrors {
+        path: path.into(),
+        errors: vec![ConfigError {
+            key: "(file)".into(),
+            line: None,
+            message: format!("cannot read: {}", crate::error::chain(&e)),
+        }],
+    })
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text =
-            crate::input_file::read_to_string(path, defaults::CONFIG_MAX_BYTES).map_err(|e| {
-                ConfigErrors {
-                    path: path.into(),
-                    errors: vec![ConfigError {
-                        key: "(file)".into(),
-                        line: None,
-                        message: format!("cannot read: {}", crate::error::chain(&e)),
-                    }],
-                }
-            })?;
-        Self::parse(path, &text)
+        Self::parse(path, &read_config_file(path)?)
     }
 
     /// Validates config text; `path` names the file and anchors relative paths.

@@ -131,10 +131,11 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// A cap below the initial wait is raised to it.
     pub fn new(initial: Duration, max: Duration) -> Self {
         Self {
             initial,
-            max,
+            max: max.max(initial),
             next: initial,
         }
     }
@@ -193,5 +194,9 @@ mod tests {
         assert_eq!(seen, [100, 200, 400, 500, 500]);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(100));
+        // A cap below the initial wait is raised to it.
+        let mut low = Backoff::new(Duration::from_millis(300), Duration::from_millis(100));
+        assert_eq!(low.next_delay(), Duration::from_millis(300));
+        assert_eq!(low.next_delay(), Duration::from_millis(300));
     }
 }
