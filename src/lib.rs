@@ -1,5 +1,6 @@
 //! inspectord: an edge inference daemon for visual inspection. See `ARCHITECTURE.md`.
 
+pub mod backoff;
 pub mod bridge;
 pub mod cli;
 pub mod commands;

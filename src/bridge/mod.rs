@@ -23,9 +23,9 @@ use rmodbus::consts::ModbusFunction;
 use rmodbus::server::{ModbusFrame, Read as MbRead, Write as MbWrite};
 use rmodbus::{ErrorKind, ModbusProto};
 
+use crate::backoff::Backoff;
 use crate::config::BridgeConfig;
 use crate::error::chain;
-use crate::source::camera::Backoff;
 use crate::wire::WireEvent;
 use handshake::{Action, Handshake};
 use link::{Connection, Inbound, Resume};

@@ -22,9 +22,8 @@ use crossbeam_channel::{Receiver, Sender, bounded, select};
 use super::events::{Control, DAEMON_STOPPING, Event, Trigger};
 use super::intake::Intake;
 use super::{Triggering, spawn};
-use crate::source::camera::{
-    Backoff, CameraBackend, CaptureError, CapturedFrame, Supervision, crop_roi,
-};
+use crate::backoff::Backoff;
+use crate::source::camera::{CameraBackend, CaptureError, CapturedFrame, Supervision, crop_roi};
 use crate::source::{Payload, SourceFrame};
 use crate::verdict::{StatusEvent, StatusKind, TriggerId};
 

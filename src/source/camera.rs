@@ -5,7 +5,7 @@
 //! its own capture thread and supervises it: a frame that does not arrive within the frame
 //! timeout, a read error or a failed open means the camera is lost; the pipeline emits
 //! `camera_lost`, abandons that capture (the thread ends as soon as its read returns), waits with
-//! capped exponential backoff ([`Backoff`]) and opens the camera again; the first frame after that
+//! capped exponential backoff ([`crate::backoff::Backoff`]) and opens the camera again; the first frame after that
 //! emits `camera_restored`.
 
 use std::time::Duration;
@@ -122,37 +122,6 @@ pub fn crop_roi(image: DynamicImage, roi: &Roi) -> Result<DynamicImage, CaptureE
     Ok(image.crop_imm(roi.x, roi.y, roi.width, roi.height))
 }
 
-/// Capped exponential backoff.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// A cap below the initial wait is raised to it.
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max: max.max(initial),
-            next: initial,
-        }
-    }
-
-    /// The wait before the next attempt; each call doubles the following one, up to the cap.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    /// After a success: start again from the initial wait.
-    pub fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,18 +154,5 @@ mod tests {
             e.to_string(),
             "region of interest 3x1 at (6, 0) does not fit in the 8x6 frame"
         );
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
-        let seen: Vec<u64> = (0..5).map(|_| b.next_delay().as_millis() as u64).collect();
-        assert_eq!(seen, [100, 200, 400, 500, 500]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(100));
-        // A cap below the initial wait is raised to it.
-        let mut low = Backoff::new(Duration::from_millis(300), Duration::from_millis(100));
-        assert_eq!(low.next_delay(), Duration::from_millis(300));
-        assert_eq!(low.next_delay(), Duration::from_millis(300));
     }
 }
