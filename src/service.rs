@@ -112,29 +112,20 @@ pub fn socket_passed() -> bool {
 /// The listening socket passed by socket activation, if any. Takes it at most once per
 /// process; later calls return `None`.
 pub fn activated_listener() -> Result<Option<UnixListener>, ServiceError> {
-    static TAKEN: AtomicBool = AtomicBool::new(false);
-    let fds: Vec<RawFd> = sd_notify::listen_fds()
-        .map_err(ServiceError::ListenFds)?
-        .collect();
-    match fds.as_slice() {
-        [] => Ok(None),
-        [fd] => {
-            if TAKEN.swap(true, Ordering::SeqCst) {
-                return Ok(None);
-            }
-            check_unix_listener(*fd)?;
-            // SAFETY: the service manager passed this descriptor to this process (LISTEN_PID
-            // matched) for it to own; TAKEN makes sure it is wrapped only once.
-            let owned = unsafe { OwnedFd::from_raw_fd(*fd) };
-            Ok(Some(UnixListener::from(owned)))
-        }
-        more => Err(ServiceError::TooManySockets(more.len())),
-    }
+    Ok(take_passed_fd(check_unix_listener)?.map(UnixListener::from))
 }
 
 /// The listening TCP socket passed by socket activation (the Modbus bridge's port), if any.
 /// Takes it at most once per process; later calls return `None`.
 pub fn activated_tcp_listener() -> Result<Option<TcpListener>, ServiceError> {
+    Ok(take_passed_fd(check_tcp_listener)?.map(TcpListener::from))
+}
+
+/// The one descriptor passed by socket activation, checked by `check`, owned by the caller:
+/// taken at most once per process (a process serves one passed socket).
+fn take_passed_fd(
+    check: fn(RawFd) -> Result<(), ServiceError>,
+) -> Result<Option<OwnedFd>, ServiceError> {
     static TAKEN: AtomicBool = AtomicBool::new(false);
     let fds: Vec<RawFd> = sd_notify::listen_fds()
         .map_err(ServiceError::ListenFds)?
@@ -145,10 +136,10 @@ pub fn activated_tcp_listener() -> Result<Option<TcpListener>, ServiceError> {
             if TAKEN.swap(true, Ordering::SeqCst) {
                 return Ok(None);
             }
-            check_tcp_listener(*fd)?;
-            // SAFETY: as in `activated_listener`: passed to this process to own, wrapped once.
-            let owned = unsafe { OwnedFd::from_raw_fd(*fd) };
-            Ok(Some(TcpListener::from(owned)))
+            check(*fd)?;
+            // SAFETY: the service manager passed this descriptor to this process (LISTEN_PID
+            // matched) for it to own; TAKEN makes sure it is wrapped only once.
+            Ok(Some(unsafe { OwnedFd::from_raw_fd(*fd) }))
         }
         more => Err(ServiceError::TooManySockets(more.len())),
     }

@@ -290,6 +290,12 @@ impl CameraStage<'_> {
             // Free-run: restored on the first frame, which has the open allowance.
             return;
         }
+        self.alive(capture, st);
+    }
+
+    /// The camera answered: the frame clock restarts with the frame timeout, and a lost camera
+    /// is restored (backoff reset, `camera_restored`).
+    fn alive(&self, capture: &mut Capture, st: &mut State) {
         capture.since = Instant::now();
         capture.allowance = self.sup.frame_timeout;
         if st.lost {
@@ -346,13 +352,7 @@ impl CameraStage<'_> {
         acq_id: Option<u64>,
         frame: CapturedFrame,
     ) -> bool {
-        capture.since = Instant::now();
-        capture.allowance = self.sup.frame_timeout;
-        if st.lost {
-            st.lost = false;
-            st.backoff.reset();
-            self.status(StatusKind::CameraRestored, None);
-        }
+        self.alive(capture, st);
         st.received += 1;
         let trigger = match acq_id {
             Some(acq_id) => {
