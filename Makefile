@@ -1,6 +1,6 @@
 # Convenience targets; the scripts under scripts/ are the source of truth (the README's two
 # commands call them directly, so a machine without make can run them too).
-.PHONY: all build demo test onnxruntime data model deps clean-third-party deb install check-units
+.PHONY: all build demo test bench bench-smoke onnxruntime data model deps clean-third-party deb install check-units
 
 all: build
 
@@ -12,6 +12,13 @@ demo:
 
 test:
 	bash scripts/test.sh
+
+# The benchmark suite (docs/BENCHMARKS.md): one table, JSON in target/bench/. bench-smoke: tiny sizes.
+bench:
+	bash scripts/bench.sh
+
+bench-smoke:
+	bash scripts/bench.sh --smoke
 
 deps:
 	bash scripts/system-deps.sh

@@ -2,7 +2,8 @@
 # The test command (README; .ci/run calls it). Does all its own set-up on a fresh Debian machine:
 # system packages, the ONNX Runtime library, the ELPV images; then format, lint and test; then the
 # systemd units (verify, exposure <= 1.0) and the Debian package (built with cargo-deb, checked);
-# then a short soak of the release binary and a bounded run of every fuzz target.
+# then a short soak of the release binary, the benchmark suite at smoke sizes and a bounded run of
+# every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +20,8 @@ bash scripts/package.sh
 # built, a steady client that must see every verdict once and in order, a churning and a stalled
 # client around it, RSS/fd/thread drift.
 python3 scripts/soak.py --frames 20000 --binary target/release/inspectord
+# The benchmark suite at smoke sizes (docs/BENCHMARKS.md), so it cannot rot: every row runs, and
+# the Python peers' verdicts must equal the daemon's. Its figures mean nothing on a busy CI machine.
+bash scripts/bench.sh --smoke
 # Each fuzz target for a bounded time from the committed corpus (scripts/fuzz.sh; longer by hand).
 FUZZ_SECONDS=20 bash scripts/fuzz.sh
