@@ -83,6 +83,11 @@ pub enum Command {
         /// Target false-reject rate for the proposed threshold (leave-one-out quantile).
         #[arg(long, default_value_t = 0.01, value_parser = parse_rate)]
         false_reject_rate: f64,
+        /// Keep at most N references: a greedy k-center coreset of the enrolled good parts
+        /// (scoring then costs N, not the number enrolled); the threshold still comes from the
+        /// leave-one-out scores of every enrolled part against the N kept.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        max_references: Option<u64>,
     },
     /// Save frames from the configured camera as PNG (after the software region of interest).
     Record {

@@ -12,13 +12,14 @@ use crate::cli::Mode;
 use crate::config::{
     Config, ReplayConfig, SourceConfig, TriggerMode, default_extensions, defaults,
 };
+use crate::coreset;
 use crate::encoder::Model;
 use crate::failures::FailureLog;
 use crate::inspect::{Inspector, Scorer};
 use crate::onnxruntime::{self, Runtime};
 use crate::pipeline::{self, Input, Pipeline, Signals, Tally, Triggering, WaitClients};
 use crate::preprocess::{ImageLimits, Preprocessor};
-use crate::references::{ReferenceMeta, ReferenceSet};
+use crate::references::{CoresetMeta, ReferenceMeta, ReferenceSet};
 use crate::report::Labels;
 use crate::score::{self, Embeddings, Scoring};
 use crate::service::{self, Notifier};
@@ -431,14 +432,19 @@ pub fn check(config_path: &Path, mode: Mode) -> Result<String> {
     Ok(report)
 }
 
-/// `enroll`: embeds good images and writes a reference set with a leave-one-out threshold.
-pub fn enroll(
-    config_path: &Path,
-    images: &Path,
-    out: &Path,
-    false_reject_rate: f64,
-) -> Result<String> {
-    let l = load_model(config_path)?;
+/// Options of `enroll`.
+pub struct EnrollOptions {
+    /// A directory or list file of images of good parts.
+    pub images: PathBuf,
+    pub out: PathBuf,
+    pub false_reject_rate: f64,
+    /// Keep at most this many references, chosen by greedy k-center (`coreset.rs`).
+    pub max_references: Option<usize>,
+}
+
+/// Embeds every image in `images` (all or nothing: one that cannot be embedded fails the lot,
+/// naming each).
+fn embed_good_images(l: &Loaded, images: &Path) -> Result<Embeddings> {
     let (extensions, max_file_bytes) = match &l.config.source {
         SourceConfig::Replay(r) => (r.extensions.clone(), r.max_file_bytes),
         SourceConfig::Uvc(_) | SourceConfig::Genicam(_) => (
@@ -454,7 +460,7 @@ pub fn enroll(
             files.len()
         );
     }
-    let mut inspector = inspectors(&l, 1)?.remove(0);
+    let mut inspector = inspectors(l, 1)?.remove(0);
     let mut data = Vec::with_capacity(files.len() * l.model.contract.embedding_dim);
     let mut problems = Vec::new();
     for f in &files {
@@ -474,10 +480,18 @@ pub fn enroll(
             problems.join("\n")
         );
     }
-    let embeddings = Embeddings {
+    Ok(Embeddings {
         dim: l.model.contract.embedding_dim,
         data,
-    };
+    })
+}
+
+/// `enroll`: embeds good images and writes a reference set with a leave-one-out threshold.
+/// With `max_references`, the set keeps a k-center coreset of the enrolled embeddings and the
+/// threshold comes from the leave-one-out scores of all of them against it.
+pub fn enroll(config_path: &Path, opts: &EnrollOptions) -> Result<String> {
+    let l = load_model(config_path)?;
+    let all = embed_good_images(&l, &opts.images)?;
     let sc = &l.config.scoring;
     let mut scoring = Scoring {
         kind: sc.score.unwrap_or(defaults::SCORE),
@@ -488,18 +502,27 @@ pub fn enroll(
         },
         threshold: 0.0,
     };
+    let keep = opts.max_references.unwrap_or(usize::MAX).min(all.len());
     // The loader refuses a set whose k exceeds its size: refuse it before writing it.
-    if scoring.k > embeddings.len() {
+    if scoring.k > keep {
         bail!(
-            "scoring.k = {} needs at least {} good images; {} given, nothing written",
+            "scoring.k = {} needs at least {} references; {} {}, nothing written",
             scoring.k,
             scoring.k,
-            embeddings.len()
+            keep,
+            if keep < all.len() {
+                "allowed by --max-references"
+            } else {
+                "good images given"
+            }
         );
     }
-    let loo = score::leave_one_out(&embeddings, &scoring);
-    scoring.threshold = score::threshold_for_false_reject_rate(&loo, false_reject_rate)
+    let selection = coreset::k_center(&all, keep, scoring.kind, scoring.orders);
+    let loo = coreset::leave_one_out_against(&all, &selection.rows, &scoring);
+    scoring.threshold = score::threshold_for_false_reject_rate(&loo, opts.false_reject_rate)
         .context("no leave-one-out scores to set a threshold from")?;
+    let references = coreset::subset(&all, &selection.rows);
+    let selected = keep < all.len();
     let meta = ReferenceMeta {
         model_sha256: l.model.sha256.clone(),
         threshold: scoring.threshold,
@@ -507,25 +530,46 @@ pub fn enroll(
         k: scoring.k,
         orders: scoring.orders,
         threshold_method: format!(
-            "leave-one-out {} quantile for a false-reject rate of {false_reject_rate} over {} good images",
+            "leave-one-out {} quantile for a false-reject rate of {} over {} good images{}",
             scoring.kind.as_str(),
-            embeddings.len()
+            opts.false_reject_rate,
+            all.len(),
+            if selected {
+                format!(
+                    " against the {keep} selected by k-center (each selected one without its own row)"
+                )
+            } else {
+                String::new()
+            }
         ),
         created_by: format!("inspectord enroll {}", env!("CARGO_PKG_VERSION")),
         created_at: wire::rfc3339_micros(SystemTime::now()),
-        source: images.display().to_string(),
+        source: opts.images.display().to_string(),
+        coreset: Some(CoresetMeta {
+            enrolled_count: all.len(),
+            method: if selected { coreset::METHOD } else { "none" }.to_string(),
+        }),
     };
-    let bytes = ReferenceSet::write(out, &embeddings, &meta)?;
-    let set = ReferenceSet::parse(out, &bytes)?;
+    let bytes = ReferenceSet::write(&opts.out, &references, &meta)?;
+    let set = ReferenceSet::parse(&opts.out, &bytes)?;
+    let chosen = if selected {
+        format!(
+            " selected by k-center from {} good images (covering radius {})",
+            all.len(),
+            selection.radius
+        )
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "wrote {}: {} references, id {}, proposed threshold {} ({} k={}, leave-one-out, target false-reject rate {})",
-        out.display(),
-        embeddings.len(),
+        "wrote {}: {} references{chosen}, id {}, proposed threshold {} ({} k={}, leave-one-out, target false-reject rate {})",
+        opts.out.display(),
+        references.len(),
         set.id,
         scoring.threshold,
         scoring.kind.as_str(),
         scoring.k,
-        false_reject_rate
+        opts.false_reject_rate
     ))
 }
 

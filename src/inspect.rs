@@ -205,6 +205,7 @@ mod tests {
                 created_by: String::new(),
                 created_at: String::new(),
                 source: String::new(),
+                coreset: None,
             },
         };
         Scorer::new(set, &ScoringConfig::default()).unwrap()

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod contract;
+pub mod coreset;
 pub mod encoder;
 pub mod error;
 pub mod failures;

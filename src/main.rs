@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use inspectord::cli::{BridgeKind, Cli, Command};
-use inspectord::commands::{self, ReplayOptions};
+use inspectord::commands::{self, EnrollOptions, ReplayOptions};
 use inspectord::logging;
 use inspectord::service::Notifier;
 
@@ -56,8 +56,16 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             images,
             out,
             false_reject_rate,
-        } => commands::enroll(&config, &images, &out, false_reject_rate)
-            .map(|report| println!("{report}")),
+            max_references,
+        } => {
+            let opts = EnrollOptions {
+                images,
+                out,
+                false_reject_rate,
+                max_references: max_references.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            };
+            commands::enroll(&config, &opts).map(|report| println!("{report}"))
+        }
         Command::Record { config, out, count } => {
             commands::record(&config, &out, count as usize).map(|report| println!("{report}"))
         }

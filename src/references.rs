@@ -4,7 +4,9 @@
 //! tensor `references` of shape `[count, embedding_dim]` and string metadata:
 //! `format = "inspectord-references"`, `format_version = "1"`, `model_sha256`, `embedding_dim`,
 //! `count`, `threshold`, `score` (`eta`|`gamma`), `k`, `eta_p`, `gamma_p`, `threshold_method`,
-//! `created_by`, `created_at`, `source`. Loading refuses values the scoring cannot use, naming
+//! `created_by`, `created_at`, `source`; files written by `inspectord enroll` add
+//! `enrolled_count` (good parts embedded) and `coreset` (`k-center` when `--max-references`
+//! kept fewer than were enrolled, else `none`), both or neither. Loading refuses values the scoring cannot use, naming
 //! the key: `count` and `embedding_dim` must match the tensor, `k` must be from 1 to `count`,
 //! `eta_p` and `gamma_p` Minkowski orders from 1 to 64, `threshold` finite. The file must be a
 //! regular file of at most `config::defaults::REFERENCES_MAX_BYTES`. The reference-set id is the first 16 hex digits of the
@@ -78,6 +80,18 @@ pub struct ReferenceMeta {
     pub created_by: String,
     pub created_at: String,
     pub source: String,
+    /// How the rows were chosen from the enrolled good parts (`enrolled_count`, `coreset`);
+    /// `None` in a file that does not say (e.g. one written by `models/evaluate.py`).
+    pub coreset: Option<CoresetMeta>,
+}
+
+/// The `enrolled_count` and `coreset` metadata: how many good parts were enrolled, and the
+/// method that selected the file's `count` rows from them (`"k-center"`, or `"none"` when all
+/// were kept).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoresetMeta {
+    pub enrolled_count: usize,
+    pub method: String,
 }
 
 impl ReferenceMeta {
@@ -323,8 +337,38 @@ fn meta_of(
         created_by: text("created_by"),
         created_at: text("created_at"),
         source: text("source"),
+        coreset: coreset_of(md, count, meta_err)?,
     };
     Ok(meta)
+}
+
+/// `enrolled_count` and `coreset`: both or neither; at least `count` enrolled.
+fn coreset_of(
+    md: &HashMap<String, String>,
+    count: usize,
+    meta_err: impl Fn(&'static str, String) -> ReferenceError,
+) -> Result<Option<CoresetMeta>, ReferenceError> {
+    match (md.get("enrolled_count"), md.get("coreset")) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(meta_err(
+            "coreset",
+            "is missing (the file has `enrolled_count`)".into(),
+        )),
+        (None, Some(_)) => Err(meta_err(
+            "enrolled_count",
+            "is missing (the file has `coreset`)".into(),
+        )),
+        (Some(n), Some(method)) => match n.trim().parse::<usize>() {
+            Ok(enrolled_count) if enrolled_count >= count => Ok(Some(CoresetMeta {
+                enrolled_count,
+                method: method.clone(),
+            })),
+            _ => Err(meta_err(
+                "enrolled_count",
+                format!("is {n:?}; it must be a whole number of at least `count` ({count})"),
+            )),
+        },
+    }
 }
 
 fn serialize(embeddings: &Embeddings, meta: &ReferenceMeta) -> Result<Vec<u8>, String> {
@@ -348,6 +392,12 @@ fn serialize(embeddings: &Embeddings, meta: &ReferenceMeta) -> Result<Vec<u8>, S
         ("source", meta.source.clone()),
     ]
     .into_iter()
+    .chain(meta.coreset.iter().flat_map(|c| {
+        [
+            ("enrolled_count", c.enrolled_count.to_string()),
+            ("coreset", c.method.clone()),
+        ]
+    }))
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     safetensors::serialize([(TENSOR, view)], Some(md)).map_err(|e| e.to_string())
@@ -368,6 +418,10 @@ mod tests {
             created_by: "unit test".into(),
             created_at: "2026-01-01T00:00:00Z".into(),
             source: "synthetic".into(),
+            coreset: Some(CoresetMeta {
+                enrolled_count: 5,
+                method: "k-center".into(),
+            }),
         }
     }
 
@@ -427,6 +481,9 @@ mod tests {
             ("k", "1e12"),
             ("count", "3"),
             ("embedding_dim", "3"),
+            ("enrolled_count", "1"),
+            ("enrolled_count", "-2"),
+            ("enrolled_count", "many"),
         ] {
             match ReferenceSet::parse(path, &with_metadata(key, value)) {
                 Err(ReferenceError::Metadata { key: named, .. }) if named == key => {}
@@ -436,7 +493,12 @@ mod tests {
             }
         }
         // In range: accepted.
-        for (key, value) in [("eta_p", "64"), ("gamma_p", "1"), ("k", "2")] {
+        for (key, value) in [
+            ("eta_p", "64"),
+            ("gamma_p", "1"),
+            ("k", "2"),
+            ("enrolled_count", "2"),
+        ] {
             let set = ReferenceSet::parse(path, &with_metadata(key, value));
             assert!(set.is_ok(), "{key} = {value}: {set:?}");
         }

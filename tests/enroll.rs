@@ -1,8 +1,10 @@
 //! `inspectord enroll`: real good train images → a reference file for this model, which a replay
-//! then scores against; a corrupt image makes enrolling fail without writing anything.
+//! then scores against; a corrupt image makes enrolling fail without writing anything;
+//! `--max-references` keeps a k-center coreset whose threshold holds for every enrolled part.
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,7 +38,17 @@ fn copy_images(files: &[String], dir: &Path) {
 }
 
 fn enroll(tmp: &Path, config: &Path, images: &Path, out: &Path) -> common::Finished {
-    let args = [
+    enroll_with(tmp, config, images, out, &[])
+}
+
+fn enroll_with(
+    tmp: &Path,
+    config: &Path,
+    images: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> common::Finished {
+    let mut args: Vec<&OsStr> = vec![
         "enroll".as_ref(),
         "--config".as_ref(),
         config.as_os_str(),
@@ -45,7 +57,27 @@ fn enroll(tmp: &Path, config: &Path, images: &Path, out: &Path) -> common::Finis
         "--out".as_ref(),
         out.as_os_str(),
     ];
+    args.extend(extra.iter().map(OsStr::new));
     common::run(common::command(tmp, args), LIMIT)
+}
+
+/// The `references` tensor's rows, read from the safetensors header's offsets (independently of
+/// the crate's own parser).
+fn reference_rows(bytes: &[u8]) -> Vec<Vec<f32>> {
+    let header = common::safetensors_header(bytes);
+    let t = &header["references"];
+    assert_eq!(t["dtype"], "F32");
+    let dim = t["shape"][1].as_u64().unwrap() as usize;
+    let start = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let (a, b) = (
+        t["data_offsets"][0].as_u64().unwrap() as usize,
+        t["data_offsets"][1].as_u64().unwrap() as usize,
+    );
+    let values: Vec<f32> = bytes[start + a..start + b]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    values.chunks_exact(dim).map(<[f32]>::to_vec).collect()
 }
 
 #[test]
@@ -155,4 +187,152 @@ fn corrupt_image_fails_enrolling_and_writes_nothing() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "enroll left files behind: {left:?}");
+}
+
+const ENROLLED: usize = 160;
+const KEPT: usize = 64;
+
+#[test]
+fn max_references_keeps_a_k_center_coreset_whose_threshold_holds_for_every_enrolled_part() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let files = good_train_images(ENROLLED);
+    let images = tmp.path().join("good");
+    copy_images(&files, &images);
+    let config = TestConfig::new(&art, &images).write(&tmp.path().join("inspectord.toml"));
+    let all_out = tmp.path().join("all.safetensors");
+    let out = tmp.path().join("coreset.safetensors");
+
+    enroll(tmp.path(), &config, &images, &all_out).assert_success();
+    let kept = KEPT.to_string();
+    let done = enroll_with(
+        tmp.path(),
+        &config,
+        &images,
+        &out,
+        &["--max-references", &kept],
+    );
+    done.assert_success();
+    assert!(
+        done.stdout.concat().contains("selected by k-center"),
+        "{:?}",
+        done.stdout
+    );
+
+    let all_bytes = std::fs::read(&all_out).unwrap();
+    let all_meta = common::safetensors_metadata(&all_bytes);
+    assert_eq!(all_meta["count"], ENROLLED.to_string());
+    assert_eq!(all_meta["enrolled_count"], ENROLLED.to_string());
+    assert_eq!(all_meta["coreset"], "none");
+
+    let bytes = std::fs::read(&out).expect("enroll wrote the coreset reference file");
+    let meta = common::safetensors_metadata(&bytes);
+    assert_eq!(meta["count"], KEPT.to_string());
+    assert_eq!(meta["enrolled_count"], ENROLLED.to_string());
+    assert_eq!(meta["coreset"], "k-center");
+    assert_eq!(meta["model_sha256"], art.model_sha256);
+    assert!(
+        meta["threshold_method"].contains(&format!("over {ENROLLED} good images"))
+            && meta["threshold_method"].contains("k-center"),
+        "{}",
+        meta["threshold_method"]
+    );
+    let threshold: f64 = meta["threshold"].parse().unwrap();
+    assert!(threshold.is_finite() && threshold > 0.0, "{threshold}");
+
+    // Every kept row is one of the enrolled embeddings, none twice.
+    let all_rows = reference_rows(&all_bytes);
+    let rows = reference_rows(&bytes);
+    assert_eq!(rows.len(), KEPT);
+    let positions: Vec<usize> = rows
+        .iter()
+        .map(|r| {
+            all_rows
+                .iter()
+                .position(|a| a == r)
+                .expect("a kept row is an enrolled embedding")
+        })
+        .collect();
+    let mut distinct = positions.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), KEPT, "a row was kept twice: {positions:?}");
+
+    // Replay every enrolled part against the coreset: all get verdicts, the kept ones are their
+    // own nearest reference, and the false-reject target (1 %) holds for the whole population.
+    let mut cfg = TestConfig::new(&art, &images);
+    cfg.references = out.clone();
+    let replay_config = cfg.write(&tmp.path().join("coreset.toml"));
+    let args = [
+        "replay".as_ref(),
+        "--config".as_ref(),
+        replay_config.as_os_str(),
+    ];
+    let replayed = common::run(common::command(tmp.path(), args), LIMIT);
+    replayed.assert_success();
+    let verdicts = common::parse_json_lines(&replayed.stdout);
+    assert_eq!(verdicts.len(), ENROLLED);
+    let id = &common::sha256_hex(&bytes)[..16];
+    let mut fails = 0;
+    for (i, (v, file)) in verdicts.iter().zip(&files).enumerate() {
+        common::assert_wire_verdict(v);
+        assert_eq!(v["frame"], file.as_str());
+        assert_eq!(v["reference_set"], id);
+        assert_eq!(v["threshold"].as_f64(), Some(threshold));
+        let score = v["score"].as_f64().unwrap();
+        match positions.iter().position(|&p| p == i) {
+            Some(row) => {
+                assert_eq!(v["reference_index"].as_u64(), Some(row as u64), "{v}");
+                assert!(score.abs() < 1e-5, "{file} against itself: {v}");
+            }
+            None => assert!(score > 1e-5, "{file} was not kept, yet scores {score}"),
+        }
+        match v["verdict"].as_str() {
+            Some("pass") => {}
+            Some("fail") => fails += 1,
+            other => panic!("{file}: verdict {other:?}: {v}"),
+        }
+    }
+    assert!(
+        fails <= ENROLLED / 100,
+        "{fails} of {ENROLLED} enrolled good parts fail against the coreset (target 1 %)"
+    );
+}
+
+#[test]
+fn max_references_below_k_is_refused_and_writes_nothing() {
+    let tmp = common::temp_dir();
+    let art = Artifacts::snapshot(tmp.path());
+    let images = tmp.path().join("good");
+    copy_images(&good_train_images(5), &images);
+    let config = tmp.path().join("inspectord.toml");
+    let toml = TestConfig::new(&art, &images).to_toml() + "\n[scoring]\nk = 3\n";
+    std::fs::write(&config, toml).unwrap();
+    let out = tmp.path().join("enrolled.safetensors");
+
+    let done = enroll_with(
+        tmp.path(),
+        &config,
+        &images,
+        &out,
+        &["--max-references", "2"],
+    );
+    done.assert_failure();
+    assert!(
+        done.stderr.contains("scoring.k = 3") && done.stderr.contains("--max-references"),
+        "{}",
+        done.stderr
+    );
+    assert!(!out.exists());
+
+    let done = enroll_with(
+        tmp.path(),
+        &config,
+        &images,
+        &out,
+        &["--max-references", "0"],
+    );
+    done.assert_failure();
+    assert!(done.stderr.contains("--max-references"), "{}", done.stderr);
+    assert!(!out.exists());
 }
