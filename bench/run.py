@@ -9,7 +9,10 @@ the order rotating each repetition) and summarised by their median. Sections (ro
               verdicts compared frame by frame (a mismatch fails the run)
   2 limit     decode, preprocess, raw ONNX Runtime (batch 1, best of larger batches), scoring,
               each alone (benches/pipeline_parts.rs); end-to-end ÷ sum of parts = overhead
-  3 refs      replay throughput with 1k, 10k, 100k (1M) synthetic references
+  3 scoring   scoring alone (criterion, benches/scoring.rs) at 1k, 10k, 100k, 1M references:
+              time, ratio to a read of the same bytes, ns per reference-dimension
+  3 refs      replay throughput with 1k, 10k, 100k (1M) synthetic references (and, with
+              --before-binary, the binary from before the scoring work, interleaved)
   4 cores     workers × intra-op threads, each shipped model
   5 latency   frames paced at 50 % and 90 % of the measured max rate: latency_us median/p99/max
   6 start/mem process start → READY log line and → first `hello` on the socket; RSS peak,
@@ -45,10 +48,12 @@ LOG_ENV = "warn,inspectord::commands=info"
 # What each mode runs. "smoke": a few seconds a row, so CI can run it (scripts/test.sh).
 SIZES = {
     "smoke": dict(images=8, reps=1, parts_reps=1, parts_images=8, refs=[1000, 10000],
-                  scale_images=8, cores_images=8, latency_s=3.0, memory_s=3.0, batches=[4]),
+                  scale_images=8, cores_images=8, latency_s=3.0, memory_s=3.0, batches=[4],
+                  criterion=["--warm-up-time", "0.2", "--measurement-time", "0.5"]),
     "full": dict(images=655, reps=5, parts_reps=5, parts_images=655,
                  refs=[1000, 10000, 100000, 1000000], scale_images=50, cores_images=655,
-                 latency_s=60.0, memory_s=600.0, batches=[4, 8, 16]),
+                 latency_s=60.0, memory_s=600.0, batches=[4, 8, 16],
+                 criterion=["--warm-up-time", "2", "--measurement-time", "5"]),
 }
 
 
@@ -315,22 +320,76 @@ def section_limit(ctx, model_key):
 
 
 def section_refs(ctx, model_key):
+    """End-to-end replay throughput with growing reference sets; with --before-binary, the
+    binary before the scoring work measured in the same run, interleaved."""
     model, refs = MODELS[model_key]
     images, n = image_list(ctx.work, ctx.size["scale_images"], "scale.txt")
     sets = {c: synthetic_references(ctx.refs_dir, refs, c) for c in ctx.size["refs"]}
     cfgs = {c: write_config(ctx.work, f"refs-{model_key}-{c}", model, p, images, 1, ctx.threads)
             for c, p in sets.items()}
-    fps = {c: [] for c in sets}
-    counts = list(sets)
+    binaries = {"now": ctx.binary}
+    if ctx.before:
+        binaries["before"] = ctx.before
+    runs = [(b, c) for c in sets for b in binaries
+            # the old scalar scoring at 1M references takes minutes per run: not worth it
+            if not (b == "before" and c > 100_000)]
+    fps = {r: [] for r in runs}
     for rep in range(ctx.size["reps"]):
-        for c in counts[rep % len(counts):] + counts[:rep % len(counts)]:
-            fps[c].append(run_daemon_replay(ctx.binary, cfgs[c])[0]["fps"])
-    m = {c: med(v) for c, v in fps.items()}
-    first = m[counts[0]]
-    rows = [row(f"3 refs {model_key}", f"replay with {c:,} references", m[c], "fps",
-                ratio=m[c] / first, note=f"ratio vs {counts[0]:,}; {n} images, 1 worker"
-                if c == counts[0] else "") for c in counts]
-    ctx.data.setdefault("refs", {})[model_key] = {"fps_runs": fps, "fps_median": m, "frames": n}
+        for r in runs[rep % len(runs):] + runs[:rep % len(runs)]:
+            fps[r].append(run_daemon_replay(binaries[r[0]], cfgs[r[1]])[0]["fps"])
+    m = {r: med(v) for r, v in fps.items()}
+    counts = list(sets)
+    first = m[("now", counts[0])]
+    rows = []
+    for b, c in runs:
+        label = f"replay with {c:,} references" + (" (before)" if b == "before" else "")
+        base = m[(b, counts[0])]
+        rows.append(row(f"3 refs {model_key}", label, m[(b, c)], "fps", ratio=m[(b, c)] / base,
+                        note=(f"ratio vs {counts[0]:,} of the same binary; {n} images, 1 worker"
+                              if c == counts[0] and b == "now" else "")))
+    ctx.data.setdefault("refs", {})[model_key] = {
+        "frames": n,
+        "fps_median": {f"{b}:{c}": v for (b, c), v in m.items()},
+        "fps_runs": {f"{b}:{c}": v for (b, c), v in fps.items()},
+        "ratio_100k_vs_1k": (m.get(("now", 100_000), 0) / first) if first else None,
+    }
+    return rows
+
+
+def section_kernel(ctx):
+    """The criterion benchmark of scoring alone (benches/scoring.rs) at each size: the
+    prefiltered path, the old f64 path and a read of the same bytes (memory bandwidth)."""
+    env = dict(os.environ)
+    sizes = ctx.size["refs"]
+    if 100_000 not in sizes:
+        env["INSPECTORD_BENCH_SMALL"] = "1"
+    if 1_000_000 in sizes:
+        env["INSPECTORD_BENCH_1M"] = "1"
+    args = [ctx.scoring, "--bench"] + ctx.size["criterion"]
+    subprocess.run(args, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    crit = os.path.join(ROOT, "target", "criterion")
+    rows = []
+    out = {}
+    for name, dim in (("small", 64), ("lite0", 128)):
+        group = f"scoring_{name}"
+        for c in sizes:
+            def est(bench):
+                p = os.path.join(crit, group, bench, str(c), "new", "estimates.json")
+                if not os.path.exists(p):
+                    return None
+                with open(p) as f:
+                    return json.load(f)["median"]["point_estimate"] / 1000.0  # ns → µs
+            new, bw, old = est("new"), est("bandwidth"), est("old")
+            if new is None or bw is None:
+                continue
+            out[f"{name}:{c}"] = {"new_us": new, "bandwidth_us": bw, "old_us": old}
+            g = f"3 scoring {name}"
+            rows.append(row(g, f"{c:,} refs x {dim}: scoring", new, "us",
+                            ratio=new / bw, note="ratio = x the memory-bandwidth read"))
+            rows.append(row(g, f"{c:,} refs x {dim}: ns per ref-dimension", new * 1000 / (c * dim),
+                            "ns", ratio=(old / new) if old else None,
+                            note="ratio = speed-up over the old f64 path" if old else ""))
+    ctx.data["kernel"] = out
     return rows
 
 
@@ -545,9 +604,12 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds a row (CI)")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "inspectord"))
     ap.add_argument("--parts", required=True, help="the pipeline_parts bench executable")
+    ap.add_argument("--scoring", required=True, help="the scoring (criterion) bench executable")
+    ap.add_argument("--before-binary", default=None,
+                    help="an inspectord built before a change: row 3 measures it beside --binary")
     ap.add_argument("--threads", type=int, default=1,
                     help="intra-op threads for rows 1-3 (all contenders alike)")
-    ap.add_argument("--sections", default="peers,limit,refs,cores,latency,memory")
+    ap.add_argument("--sections", default="peers,limit,kernel,refs,cores,latency,memory")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench"))
     args = ap.parse_args()
 
@@ -555,6 +617,7 @@ def main():
     ctx.mode = "smoke" if args.smoke else "full"
     ctx.size = SIZES[ctx.mode]
     ctx.binary, ctx.parts, ctx.threads = args.binary, args.parts, args.threads
+    ctx.scoring, ctx.before = args.scoring, args.before_binary
     ctx.failures = 0
     ctx.data = {}
     os.makedirs(args.out, exist_ok=True)
@@ -587,6 +650,8 @@ def main():
         if "limit" in sections:
             for mk in MODELS:
                 rows += timed(f"limit {mk}", lambda: section_limit(ctx, mk))
+        if "kernel" in sections:
+            rows += timed("kernel", lambda: section_kernel(ctx))
         if "refs" in sections:
             rows += timed("refs", lambda: section_refs(ctx, "siamese"))
         if "cores" in sections:

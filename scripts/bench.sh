@@ -5,7 +5,9 @@
 #   scripts/bench.sh            the full run (quiet machine; about an hour)
 #   scripts/bench.sh --smoke    tiny sizes, a few seconds a row: proves the suite works (CI)
 #
-# Other arguments go to bench/run.py (--threads N, --sections peers,limit,refs,cores,latency,memory).
+# Other arguments go to bench/run.py (--threads N, --sections peers,limit,kernel,refs,cores,latency,memory,
+# --before-binary PATH: an older inspectord measured beside this one in row 3).
+# bench/plot.py draws docs/benchmarks-refs.svg from the JSON.
 # Set-up, all its own: the Debian packages, ONNX Runtime, the ELPV images (as scripts/test.sh),
 # the Python peers' venv target/bench/venv (python3 -m venv; pinned bench/requirements.txt),
 # the release binary and the pipeline_parts bench binary (benches/pipeline_parts.rs).
@@ -28,12 +30,17 @@ if [[ ! -x $venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; the
 fi
 
 cargo build --release --locked --quiet
-parts=$(cargo bench --locked --quiet --bench pipeline_parts --no-run --message-format=json |
+# The two bench executables: benches/pipeline_parts.rs (plain) and benches/scoring.rs (criterion).
+bins=$(cargo bench --locked --quiet --bench pipeline_parts --bench scoring --no-run --message-format=json |
   "$venv/bin/python" -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "pipeline_parts" and m.get("executable"):
-        print(m["executable"])')
-[[ -x $parts ]] || { echo "bench: the pipeline_parts bench binary was not built" >&2; exit 1; }
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["name"], m["executable"])')
+parts=$(awk '$1 == "pipeline_parts" {print $2}' <<<"$bins")
+scoring=$(awk '$1 == "scoring" {print $2}' <<<"$bins")
+for b in "$parts" "$scoring"; do
+  [[ -n $b && -x $b ]] || { echo "bench: a bench binary was not built: $bins" >&2; exit 1; }
+done
 
-exec "$venv/bin/python" bench/run.py --parts "$parts" --binary target/release/inspectord "$@"
+exec "$venv/bin/python" bench/run.py --parts "$parts" --scoring "$scoring" --binary target/release/inspectord "$@"
