@@ -313,15 +313,15 @@ mod tests {
         s.orders = Orders::LEGACY;
         assert!(candidates(&refs, &prep, &y, &s, None).is_none());
         s.orders = Orders::DEFAULT;
-        let huge = vec![1e30f32; 8];
-        assert!(candidates(&refs, &prep, &huge, &s, None).is_none());
+        let inf = vec![f32::INFINITY; 8];
+        assert!(candidates(&refs, &prep, &inf, &s, None).is_none());
         let nan = vec![f32::NAN; 8];
         assert!(candidates(&refs, &prep, &nan, &s, None).is_none());
     }
 
     #[test]
     fn dot_is_close_to_the_sequential_sum() {
-        let refs = references(10, 67, 9);
+        let refs = references(100, 67, 9);
         let y: Vec<f64> = refs.row(3).iter().map(|&v| f64::from(v)).collect();
         for x in refs.rows() {
             let want: f64 = x.iter().zip(&y).map(|(&a, b)| f64::from(a) * b).sum();
