@@ -102,7 +102,7 @@ impl Embeddings {
 }
 
 /// The `k` smallest scores and the nearest reference, fed references in index order.
-struct Nearest {
+pub(crate) struct Nearest {
     k: usize,
     /// The k smallest scores seen so far, ascending; k is small (default 1).
     smallest: Vec<f64>,
@@ -110,7 +110,7 @@ struct Nearest {
 }
 
 impl Nearest {
-    fn new(k: usize) -> Self {
+    pub(crate) fn new(k: usize) -> Self {
         Self {
             k,
             smallest: Vec::with_capacity(k + 1),
@@ -118,7 +118,7 @@ impl Nearest {
         }
     }
 
-    fn push(&mut self, i: usize, m: Soart3, kind: ScoreKind) {
+    pub(crate) fn push(&mut self, i: usize, m: Soart3, kind: ScoreKind) {
         let v = kind.pick(&m);
         if self.nearest.is_none_or(|(_, _, best)| v < best) {
             self.nearest = Some((i, m, v));
@@ -131,7 +131,7 @@ impl Nearest {
         }
     }
 
-    fn finish(self, threshold: f64) -> Result<Scored, ScoreError> {
+    pub(crate) fn finish(self, threshold: f64) -> Result<Scored, ScoreError> {
         let (nearest, soart3, _) = self.nearest.ok_or(ScoreError::NoReferences)?;
         let score = self.smallest.iter().sum::<f64>() / self.smallest.len() as f64;
         if !score.is_finite() {
@@ -175,7 +175,7 @@ pub fn score(refs: &Embeddings, y: &[f32], s: &Scoring) -> Result<Scored, ScoreE
 }
 
 /// The same result as [`score_excluding`], bit for bit: the prefilter (`prefilter.rs`) picks
-/// the references that can matter from dot products, and only those are scored, in index
+/// the references that can matter (a bounded `f32` pass), and only those are scored, in index
 /// order, by the same code; settings it does not cover are scored by [`score_excluding`].
 pub fn score_prepared(
     refs: &Embeddings,
