@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::config::ScoringConfig;
 use crate::encoder::{EncodeError, Encoder};
+use crate::prefilter::Prepared;
 use crate::preprocess::{PreprocessError, Preprocessor};
 use crate::references::ReferenceSet;
 use crate::score::{self, Scoring};
@@ -86,6 +87,8 @@ pub struct ScoringError {
 pub struct Scorer {
     pub set: ReferenceSet,
     pub scoring: Scoring,
+    /// Per-reference values for the prefilter (one `f64` per reference).
+    prepared: Prepared,
     pub id: Arc<str>,
 }
 
@@ -107,11 +110,18 @@ impl Scorer {
         };
         check_scoring(&set, overrides, &scoring)?;
         let id = Arc::from(set.id.as_str());
-        Ok(Self { set, scoring, id })
+        let prepared = Prepared::new(&set.embeddings);
+        Ok(Self {
+            set,
+            scoring,
+            prepared,
+            id,
+        })
     }
 
     pub fn outcome(&self, embedding: &[f32]) -> Outcome {
-        match score::score(&self.set.embeddings, embedding, &self.scoring) {
+        let refs = &self.set.embeddings;
+        match score::score_prepared(refs, &self.prepared, embedding, &self.scoring, None) {
             Ok(s) => Outcome::Inspected {
                 decision: s.decision,
                 score: s.score,

@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod logging;
 pub mod onnxruntime;
 pub mod pipeline;
+pub mod prefilter;
 pub mod preprocess;
 pub mod references;
 pub mod report;

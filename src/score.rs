@@ -6,6 +6,7 @@
 //! error. The verdict reports beta, eta and gamma against the nearest reference (the one
 //! with the smallest score) and its index.
 
+use crate::prefilter::{self, Prepared};
 use crate::soart3::{Orders, Soart3, soart3};
 
 /// Which SOART3 quantity is the score.
@@ -100,8 +101,58 @@ impl Embeddings {
     }
 }
 
-/// Scores `y` against every reference except `skip` (for leave-one-out). A score that is not
-/// finite is an error, never a decision.
+/// The `k` smallest scores and the nearest reference, fed references in index order.
+pub(crate) struct Nearest {
+    k: usize,
+    /// The k smallest scores seen so far, ascending; k is small (default 1).
+    smallest: Vec<f64>,
+    nearest: Option<(usize, Soart3, f64)>,
+}
+
+impl Nearest {
+    pub(crate) fn new(k: usize) -> Self {
+        Self {
+            k,
+            smallest: Vec::with_capacity(k + 1),
+            nearest: None,
+        }
+    }
+
+    pub(crate) fn push(&mut self, i: usize, m: Soart3, kind: ScoreKind) {
+        let v = kind.pick(&m);
+        if self.nearest.is_none_or(|(_, _, best)| v < best) {
+            self.nearest = Some((i, m, v));
+        }
+        let smallest = &mut self.smallest;
+        if smallest.len() < self.k || v < smallest[smallest.len() - 1] {
+            let pos = smallest.partition_point(|&w| w <= v);
+            smallest.insert(pos, v);
+            smallest.truncate(self.k);
+        }
+    }
+
+    pub(crate) fn finish(self, threshold: f64) -> Result<Scored, ScoreError> {
+        let (nearest, soart3, _) = self.nearest.ok_or(ScoreError::NoReferences)?;
+        let score = self.smallest.iter().sum::<f64>() / self.smallest.len() as f64;
+        if !score.is_finite() {
+            return Err(ScoreError::NotFinite { score });
+        }
+        let decision = if score > threshold {
+            Decision::Fail
+        } else {
+            Decision::Pass
+        };
+        Ok(Scored {
+            score,
+            decision,
+            nearest,
+            soart3,
+        })
+    }
+}
+
+/// The reference implementation: SOART3 of `y` against every reference except `skip` (for
+/// leave-one-out). A score that is not finite is an error, never a decision.
 pub fn score_excluding(
     refs: &Embeddings,
     y: &[f32],
@@ -109,52 +160,45 @@ pub fn score_excluding(
     skip: Option<usize>,
 ) -> Result<Scored, ScoreError> {
     // k larger than the set means all of it; never allocate for more than there is.
-    let k = s.k.clamp(1, refs.len().max(1));
-    // The k smallest scores seen so far, ascending; k is small (default 1).
-    let mut smallest: Vec<f64> = Vec::with_capacity(k + 1);
-    let mut nearest: Option<(usize, Soart3, f64)> = None;
+    let mut best = Nearest::new(s.k.clamp(1, refs.len().max(1)));
     for (i, x) in refs.rows().enumerate() {
-        if Some(i) == skip {
-            continue;
-        }
-        let m = soart3(x, y, s.orders);
-        let v = s.kind.pick(&m);
-        if nearest.is_none_or(|(_, _, best)| v < best) {
-            nearest = Some((i, m, v));
-        }
-        if smallest.len() < k || v < smallest[smallest.len() - 1] {
-            let pos = smallest.partition_point(|&w| w <= v);
-            smallest.insert(pos, v);
-            smallest.truncate(k);
+        if Some(i) != skip {
+            best.push(i, soart3(x, y, s.orders), s.kind);
         }
     }
-    let (nearest, soart3, _) = nearest.ok_or(ScoreError::NoReferences)?;
-    let score = smallest.iter().sum::<f64>() / smallest.len() as f64;
-    if !score.is_finite() {
-        return Err(ScoreError::NotFinite { score });
-    }
-    let decision = if score > s.threshold {
-        Decision::Fail
-    } else {
-        Decision::Pass
-    };
-    Ok(Scored {
-        score,
-        decision,
-        nearest,
-        soart3,
-    })
+    best.finish(s.threshold)
 }
 
-/// Scores `y` against all references.
+/// Scores `y` against all references (the reference implementation).
 pub fn score(refs: &Embeddings, y: &[f32], s: &Scoring) -> Result<Scored, ScoreError> {
     score_excluding(refs, y, s, None)
 }
 
+/// The same result as [`score_excluding`], bit for bit: the prefilter (`prefilter.rs`) picks
+/// the references that can matter (a bounded `f32` pass), and only those are scored, in index
+/// order, by the same code; settings it does not cover are scored by [`score_excluding`].
+pub fn score_prepared(
+    refs: &Embeddings,
+    prep: &Prepared,
+    y: &[f32],
+    s: &Scoring,
+    skip: Option<usize>,
+) -> Result<Scored, ScoreError> {
+    let Some(candidates) = prefilter::candidates(refs, prep, y, s, skip) else {
+        return score_excluding(refs, y, s, skip);
+    };
+    let mut best = Nearest::new(s.k.clamp(1, refs.len().max(1)));
+    for i in candidates {
+        best.push(i, soart3(refs.row(i), y, s.orders), s.kind);
+    }
+    best.finish(s.threshold)
+}
+
 /// Leave-one-out scores of each reference against the others (those that are finite).
 pub fn leave_one_out(refs: &Embeddings, s: &Scoring) -> Vec<f64> {
+    let prep = Prepared::new(refs);
     (0..refs.len())
-        .filter_map(|i| score_excluding(refs, refs.row(i), s, Some(i)).ok())
+        .filter_map(|i| score_prepared(refs, &prep, refs.row(i), s, Some(i)).ok())
         .map(|r| r.score)
         .collect()
 }
