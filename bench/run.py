@@ -48,11 +48,15 @@ LOG_ENV = "warn,inspectord::commands=info"
 # What each mode runs. "smoke": a few seconds a row, so CI can run it (scripts/test.sh).
 SIZES = {
     "smoke": dict(images=8, reps=1, parts_reps=1, parts_images=8, refs=[1000, 10000],
-                  scale_images=8, cores_images=8, latency_s=3.0, memory_s=3.0, batches=[4],
+                  scale_images=8, cores_images=8, latency_s=3.0, memory_s=3.0, batches=[4], memory_refs=10000,
+                  memory_refs_s=3.0,
                   criterion=["--warm-up-time", "0.2", "--measurement-time", "0.5"]),
     "full": dict(images=655, reps=5, parts_reps=5, parts_images=655,
                  refs=[1000, 10000, 100000, 1000000], scale_images=50, cores_images=655,
-                 latency_s=60.0, memory_s=600.0, batches=[4, 8, 16],
+                 latency_s=60.0, batches=[4, 8, 16], memory_refs=100000,
+                 # the fast model's loop covers > 200k frames; the production model's, its warm-up
+                 memory_s={"siamese": 360.0, "lite0": 120.0},
+                 memory_refs_s=120.0,
                  criterion=["--warm-up-time", "2", "--measurement-time", "5"]),
 }
 
@@ -529,27 +533,37 @@ def section_latency(ctx, model_key, max_fps, workers, threads):
     return rows
 
 
-def section_memory(ctx, model_key, workers, threads):
+def section_memory(ctx, model_key, workers, threads, refs_count=None):
+    """Start-up and memory with the model's own references, or (refs_count) with a synthetic
+    set of that size (row 3's), for a shorter loop."""
     model, refs = MODELS[model_key]
+    seconds = ctx.size["memory_s"]
+    if isinstance(seconds, dict):
+        seconds = seconds[model_key]
+    key = model_key
+    if refs_count:
+        refs = synthetic_references(ctx.refs_dir, refs, refs_count)
+        seconds = ctx.size["memory_refs_s"]
+        key = f"{model_key} {refs_count // 1000}k refs"
     images, _ = image_list(ctx.work, 0, "memory.txt")
-    r = paced_run(ctx, f"mem-{model_key}", model, refs, images, workers, threads, 0,
-                  ctx.size["memory_s"], sample=True)
+    r = paced_run(ctx, f"mem-{key.replace(' ', '-')}", model, refs, images, workers, threads, 0,
+                  seconds, sample=True)
     s = r["samples"]
-    warm = [x for x in s if x[0] >= 0.2 * ctx.size["memory_s"]] or s
+    warm = [x for x in s if x[0] >= 0.2 * seconds] or s
     steady_kb = warm[0][1] if warm else None
     end_kb = s[-1][1] if s else None
-    g = f"6 start/mem {model_key}"
+    g = f"6 start/mem {key}"
     rows = [
         row(g, "start → READY log line", r["ready_ms"], "ms",
             note=f"daemon's own startup_ms={r['startup_ms_logged']}"),
         row(g, "start → first hello on socket", r["hello_ms"], "ms"),
         row(g, "peak RSS (VmHWM)", r["hwm_kb"] / 1024 if r["hwm_kb"] else None, "MiB",
-            note=f"{workers} worker(s) x {threads}, free-run loop {ctx.size['memory_s']:.0f} s"),
+            note=f"{workers} worker(s) x {threads}, free-run loop {seconds:.0f} s"),
         row(g, "steady RSS (after 20% of the loop)", steady_kb / 1024 if steady_kb else None, "MiB"),
         row(g, "RSS drift (end − steady)", (end_kb - steady_kb) / 1024 if s else None, "MiB",
             note=f"{len(r['latencies_us'])} frames in the loop"),
     ]
-    ctx.data.setdefault("memory", {})[model_key] = {
+    ctx.data.setdefault("memory", {})[key] = {
         "ready_ms": r["ready_ms"], "hello_ms": r["hello_ms"], "startup_ms_logged":
         r["startup_ms_logged"], "hwm_kb": r["hwm_kb"], "steady_kb": steady_kb, "end_kb": end_kb,
         "frames": len(r["latencies_us"]), "samples": s}
@@ -670,6 +684,9 @@ def main():
         if "memory" in sections:
             for mk in MODELS:
                 rows += timed(f"memory {mk}", lambda: section_memory(ctx, mk, workers, threads))
+            big = ctx.size["memory_refs"]
+            rows += timed("memory refs", lambda: section_memory(ctx, "siamese", workers, threads,
+                                                                refs_count=big))
     facts["loadavg_end"] = os.getloadavg()
     print()
     print(table(rows))

@@ -129,12 +129,13 @@ pub fn subset(all: &Embeddings, rows: &[usize]) -> Embeddings {
 /// selected this is [`score::leave_one_out`].
 pub fn leave_one_out_against(all: &Embeddings, rows: &[usize], s: &Scoring) -> Vec<f64> {
     let refs = subset(all, rows);
+    let prepared = crate::prefilter::Prepared::new(&refs);
     let mut own = vec![None; all.len()];
     for (position, &r) in rows.iter().enumerate() {
         own[r] = Some(position);
     }
     (0..all.len())
-        .filter_map(|i| score::score_excluding(&refs, all.row(i), s, own[i]).ok())
+        .filter_map(|i| score::score_prepared(&refs, &prepared, all.row(i), s, own[i]).ok())
         .map(|r| r.score)
         .collect()
 }

@@ -1,7 +1,7 @@
 //! The prefiltered scorer (`score::score_prepared`) against the reference implementation
 //! (`score::score_excluding`) on real data: the held-out images embedded by the shipped small
 //! encoder (`inspectord enroll` on the test split), scored against the shipped references, and
-//! every reference left out against the others, for both metric orders, eta and gamma, and
+//! every third reference left out against the others, for both metric orders, eta and gamma, and
 //! k in {1, 3, all}. Results must be identical (score, decision, nearest index, SOART3).
 
 mod common;
@@ -39,12 +39,12 @@ fn load(path: &Path) -> Embeddings {
     ReferenceSet::parse(path, &bytes).unwrap().embeddings
 }
 
-/// Every frame of `frames` against `refs` (leaving out `frames`' own row when `loo`).
-fn assert_same(refs: &Embeddings, frames: &Embeddings, loo: bool) -> usize {
+/// Every `step`-th frame of `frames` against `refs` (leaving out `frames`' own row when `loo`).
+fn assert_same(refs: &Embeddings, frames: &Embeddings, loo: bool, step: usize) -> usize {
     let prep = Prepared::new(refs);
     let (mut pruned, mut scored) = (0, 0);
     for s in settings() {
-        for (i, y) in frames.rows().enumerate() {
+        for (i, y) in frames.rows().enumerate().step_by(step) {
             let skip = loo.then_some(i);
             let slow = score_excluding(refs, y, &s, skip);
             let fast = score_prepared(refs, &prep, y, &s, skip);
@@ -77,9 +77,10 @@ fn prefiltered_scores_equal_the_reference_path_on_shipped_references() {
         "models/elpv-lite0-references.safetensors",
     ] {
         let refs = load(&common::repo().join(file));
-        let pruned = assert_same(&refs, &refs, true);
+        // every third reference left out (the reference path costs |refs|² per setting)
+        let pruned = assert_same(&refs, &refs, true, 3);
         // both orders, eta and gamma, at k = 1 and 3 (not k = all) prefiltered for every one
-        assert_eq!(pruned, 8 * refs.len(), "{file}");
+        assert_eq!(pruned, 8 * refs.len().div_ceil(3), "{file}");
     }
 }
 
@@ -114,6 +115,6 @@ fn prefiltered_scores_equal_the_reference_path_on_the_held_out_split() {
     let frames = load(&out);
     assert_eq!(frames.len(), files.len());
     let refs = load(&art.references);
-    let pruned = assert_same(&refs, &frames, false);
+    let pruned = assert_same(&refs, &frames, false, 1);
     assert_eq!(pruned, 8 * frames.len());
 }
