@@ -1,5 +1,5 @@
-//! Scoring time per frame against reference sets, as the daemon scores (`score::score`, each set
-//! with the scoring its own metadata names). Frames are the rows of a reference file (e.g. every
+//! Scoring time per frame against reference sets, as the daemon scores (`score::score_prepared`,
+//! the prefiltered path `Scorer` uses, each set with the scoring its own metadata names). Frames are the rows of a reference file (e.g. every
 //! enrolled good part), so no model is needed. Used by `scripts/coreset_table.py`:
 //!
 //! ```sh
@@ -29,12 +29,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for path in sets {
         let set = load(path)?;
         let scoring = set.meta.scoring();
+        let prepared = inspectord::prefilter::Prepared::new(&set.embeddings);
         let mut rounds: Vec<Duration> = (0..5)
             .map(|_| {
                 let started = Instant::now();
                 let mut total = 0.0;
                 for y in frames.rows() {
-                    total += score::score(&set.embeddings, y, &scoring).map_or(0.0, |s| s.score);
+                    total += score::score_prepared(&set.embeddings, &prepared, y, &scoring, None)
+                        .map_or(0.0, |s| s.score);
                 }
                 std::hint::black_box(total);
                 started.elapsed()

@@ -133,8 +133,21 @@ fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
-/// Latencies kept for percentiles; beyond this many frames the summary uses the first ones.
-const MAX_LATENCIES: usize = 1 << 20;
+/// The latency histogram's range: 1 µs to an hour (longer saturates), 3 significant digits.
+const LATENCY_MAX_US: u64 = 3_600_000_000;
+const LATENCY_DIGITS: u8 = 3;
+
+/// Latencies of every frame in constant memory (an HDR histogram, ±0.1 %): a looping replay
+/// runs for days without its summary growing.
+/// (`None` only if the constant bounds were invalid, which a unit test rules out.)
+#[derive(Debug)]
+struct Latencies(Option<hdrhistogram::Histogram<u64>>);
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self(hdrhistogram::Histogram::new_with_bounds(1, LATENCY_MAX_US, LATENCY_DIGITS).ok())
+    }
+}
 
 /// Accumulates a run's figures as verdicts are emitted.
 #[derive(Debug, Default)]
@@ -145,7 +158,7 @@ pub struct Summary {
     pub error: u64,
     pub skipped: u64,
     pub elapsed: Duration,
-    latencies_us: Vec<u64>,
+    latencies: Latencies,
     pub labelled: Option<LabelledSummary>,
 }
 
@@ -172,9 +185,9 @@ impl Summary {
 
     pub fn record(&mut self, v: &Verdict, latency: Duration, labels: Option<&Labels>) {
         self.frames += 1;
-        if self.latencies_us.len() < MAX_LATENCIES {
-            self.latencies_us
-                .push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        if let Some(h) = &mut self.latencies.0 {
+            h.saturating_record(us);
         }
         let predicted = match &v.outcome {
             Outcome::Inspected {
@@ -218,15 +231,10 @@ impl Summary {
         }
     }
 
-    /// The `q`-quantile (0..=1) of the recorded latencies.
+    /// The `q`-quantile (0..=1) of every frame's latency, to 3 significant digits.
     pub fn latency_quantile(&self, q: f64) -> Option<Duration> {
-        if self.latencies_us.is_empty() {
-            return None;
-        }
-        let mut v = self.latencies_us.clone();
-        v.sort_unstable();
-        let idx = ((v.len() - 1) as f64 * q).round() as usize;
-        Some(Duration::from_micros(v[idx]))
+        let h = self.latencies.0.as_ref().filter(|h| !h.is_empty())?;
+        Some(Duration::from_micros(h.value_at_quantile(q)))
     }
 }
 
@@ -304,6 +312,32 @@ fn write_rates(f: &mut fmt::Formatter<'_>, name: &str, c: &Confusion) -> fmt::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_quantiles_cover_every_frame_in_constant_memory() {
+        let mut s = Summary::default();
+        assert_eq!(s.latency_quantile(0.5), None);
+        let h = s
+            .latencies
+            .0
+            .as_mut()
+            .expect("the constant bounds are valid");
+        let slots = h.distinct_values();
+        // 2M frames: the first million fast, the second slow; both halves count.
+        for i in 0..2_000_000u64 {
+            h.saturating_record(if i < 1_000_000 { 1_000 } else { 20_000 });
+        }
+        h.saturating_record(u64::MAX);
+        assert_eq!(h.distinct_values(), slots, "the histogram did not grow");
+        assert_eq!(h.len(), 2_000_001);
+        let near = |d: Option<Duration>, us: u64| {
+            let got = d.unwrap().as_micros() as f64;
+            assert!((got - us as f64).abs() <= us as f64 * 1e-3, "{got} vs {us}");
+        };
+        near(s.latency_quantile(0.25), 1_000);
+        near(s.latency_quantile(0.75), 20_000);
+        near(s.latency_quantile(1.0), LATENCY_MAX_US);
+    }
 
     #[test]
     fn rates_from_a_known_matrix() {
