@@ -136,26 +136,25 @@ fn dots(x: &[f32], y: &[f32]) -> (f32, f32) {
             a[l] += p.abs();
         }
     }
+    let (st, at) = dots_tail(xt, yt);
+    (hsum(s) + st, hsum(a) + at)
+}
+
+/// [`dots`] of the elements after the last full lane group.
+#[inline(always)]
+fn dots_tail(xt: &[f32], yt: &[f32]) -> (f32, f32) {
     let (mut st, mut at) = (0.0f32, 0.0f32);
     for (&xi, &yi) in xt.iter().zip(yt) {
         let p = xi * yi;
         st += p;
         at += p.abs();
     }
-    (hsum(s) + st, hsum(a) + at)
+    (st, at)
 }
 
 /// The residual `y − b·x`: `(Σ|rᵢ|^P1, Σ|rᵢ|^P2)` in `f32`, eight lanes.
 #[inline(always)]
 fn sums<const P1: u32, const P2: u32, const FMA: bool>(x: &[f32], y: &[f32], b: f32) -> (f32, f32) {
-    #[inline(always)]
-    fn residual<const FMA: bool>(x: f32, y: f32, b: f32) -> f32 {
-        if FMA {
-            (-b).mul_add(x, y).abs()
-        } else {
-            (y - b * x).abs()
-        }
-    }
     let (xc, xt) = x.as_chunks::<LANES>();
     let (yc, yt) = y.as_chunks::<LANES>();
     let (mut s1, mut s2) = ([0.0f32; LANES], [0.0f32; LANES]);
@@ -168,6 +167,27 @@ fn sums<const P1: u32, const P2: u32, const FMA: bool>(x: &[f32], y: &[f32], b: 
             }
         }
     }
+    let (t1, t2) = sums_tail::<P1, P2, FMA>(xt, yt, b);
+    (hsum(s1) + t1, hsum(s2) + t2)
+}
+
+/// `|y − b·x|`, with one rounding when `FMA`.
+#[inline(always)]
+fn residual<const FMA: bool>(x: f32, y: f32, b: f32) -> f32 {
+    if FMA {
+        (-b).mul_add(x, y).abs()
+    } else {
+        (y - b * x).abs()
+    }
+}
+
+/// [`sums`] of the elements after the last full lane group.
+#[inline(always)]
+fn sums_tail<const P1: u32, const P2: u32, const FMA: bool>(
+    xt: &[f32],
+    yt: &[f32],
+    b: f32,
+) -> (f32, f32) {
     let (mut t1, mut t2) = (0.0f32, 0.0f32);
     for (&xi, &yi) in xt.iter().zip(yt) {
         let r = residual::<FMA>(xi, yi, b);
@@ -176,7 +196,7 @@ fn sums<const P1: u32, const P2: u32, const FMA: bool>(x: &[f32], y: &[f32], b: 
             t2 += pow::<P2>(r);
         }
     }
-    (hsum(s1) + t1, hsum(s2) + t2)
+    (t1, t2)
 }
 
 /// What one frame's pass needs besides the orders.
@@ -355,12 +375,7 @@ mod avx2 {
             s = _mm256_add_ps(s, p);
             a = _mm256_add_ps(a, _mm256_and_ps(p, abs));
         }
-        let (mut st, mut at) = (0.0f32, 0.0f32);
-        for (&xi, &yi) in xt.iter().zip(yt) {
-            let p = xi * yi;
-            st += p;
-            at += p.abs();
-        }
+        let (st, at) = super::dots_tail(xt, yt);
         (hsum(s) + st, hsum(a) + at)
     }
 
@@ -382,14 +397,7 @@ mod avx2 {
                 s2 = _mm256_add_ps(s2, pow::<P2>(r));
             }
         }
-        let (mut t1, mut t2) = (0.0f32, 0.0f32);
-        for (&xi, &yi) in xt.iter().zip(yt) {
-            let r = (-b).mul_add(xi, yi).abs();
-            t1 += super::pow::<P1>(r);
-            if P2 != 0 {
-                t2 += super::pow::<P2>(r);
-            }
-        }
+        let (t1, t2) = super::sums_tail::<P1, P2, true>(xt, yt, b);
         (hsum(s1) + t1, hsum(s2) + t2)
     }
 
