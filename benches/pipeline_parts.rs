@@ -19,7 +19,6 @@ use inspectord::encoder::Model;
 use inspectord::onnxruntime;
 use inspectord::preprocess::{self, Preprocessor};
 use inspectord::references::ReferenceSet;
-use inspectord::score;
 use ort::session::Session;
 use ort::value::TensorRef;
 
@@ -197,7 +196,7 @@ fn main() {
     let score_us = time_passes(a.reps, || {
         for e in &embeddings {
             std::hint::black_box(
-                score::score_prepared(&refs.embeddings, &prepared, e, &scoring, None)
+                inspectord::prefilter::score(&refs.embeddings, &prepared, e, &scoring, None)
                     .unwrap_or_else(|e| die(&format!("{e}"))),
             );
         }

@@ -1,7 +1,7 @@
 //! Scoring one frame against N synthetic references (unit-ish norms) with the shipped
 //! encoders' settings (`small`: 64-dim, gamma with orders (1, 4), k = 3; `lite0`: 128-dim, eta
 //! with order 1, k = 3): the reference path (`score::score`, SOART3 in `f64` per reference)
-//! against the prefiltered one (`score::score_prepared`), with the prefilter's best
+//! against the prefiltered one (`prefilter::score`), with the prefilter's best
 //! instructions and with the baseline ones, next to a memory-bandwidth baseline that reads the
 //! same bytes (a sum of the reference buffer). Throughput is in reference-dimensions
 //! (elements), so criterion's "time" divided by N·dim is ns per reference-dimension, and new /
@@ -123,14 +123,14 @@ fn scoring(c: &mut Criterion) {
             // The two paths agree (the tests prove it more widely).
             assert_eq!(
                 score::score(&refs, &y, &s),
-                score::score_prepared(&refs, &prep, &y, &s, None)
+                prefilter::score(&refs, &prep, &y, &s, None)
             );
             group.throughput(Throughput::Elements((n * dim) as u64));
             group.bench_with_input(BenchmarkId::new("bandwidth", n), &refs, |b, r| {
                 b.iter(|| sum(black_box(&r.data)))
             });
             group.bench_with_input(BenchmarkId::new("new", n), &refs, |b, r| {
-                b.iter(|| score::score_prepared(r, &prep, black_box(&y), &s, None))
+                b.iter(|| prefilter::score(r, &prep, black_box(&y), &s, None))
             });
             group.bench_with_input(BenchmarkId::new("new_baseline_isa", n), &refs, |b, r| {
                 b.iter(|| prefiltered(r, &prep, black_box(&y), &s, Isa::Baseline))

@@ -1,4 +1,4 @@
-//! Scoring time per frame against reference sets, as the daemon scores (`score::score_prepared`,
+//! Scoring time per frame against reference sets, as the daemon scores (`prefilter::score`,
 //! the prefiltered path `Scorer` uses, each set with the scoring its own metadata names). Frames are the rows of a reference file (e.g. every
 //! enrolled good part), so no model is needed. Used by `scripts/coreset_table.py`:
 //!
@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use inspectord::references::ReferenceSet;
-use inspectord::score;
 
 fn load(path: &Path) -> Result<ReferenceSet, Box<dyn std::error::Error>> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -35,8 +34,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let started = Instant::now();
                 let mut total = 0.0;
                 for y in frames.rows() {
-                    total += score::score_prepared(&set.embeddings, &prepared, y, &scoring, None)
-                        .map_or(0.0, |s| s.score);
+                    total +=
+                        inspectord::prefilter::score(&set.embeddings, &prepared, y, &scoring, None)
+                            .map_or(0.0, |s| s.score);
                 }
                 std::hint::black_box(total);
                 started.elapsed()

@@ -20,7 +20,7 @@
 //! embeddings against the selected ones ([`leave_one_out_against`]), so the false-reject target
 //! holds for the whole good population, not only for the selected parts.
 
-use crate::score::{self, Embeddings, ScoreKind, Scoring};
+use crate::score::{Embeddings, ScoreKind, Scoring};
 use crate::soart3::{Orders, soart3};
 
 /// The value of the `coreset` metadata key of a set selected by [`k_center`].
@@ -126,7 +126,7 @@ pub fn subset(all: &Embeddings, rows: &[usize]) -> Embeddings {
 /// The score of every row of `all` against the references `rows` selected from it (the
 /// finite ones, in row order), each excluding its own reference when it was selected: the
 /// leave-one-out scores of the whole enrolled population against the coreset. With every row
-/// selected this is [`score::leave_one_out`].
+/// selected this is [`crate::score::leave_one_out`].
 pub fn leave_one_out_against(all: &Embeddings, rows: &[usize], s: &Scoring) -> Vec<f64> {
     let refs = subset(all, rows);
     let prepared = crate::prefilter::Prepared::new(&refs);
@@ -135,7 +135,7 @@ pub fn leave_one_out_against(all: &Embeddings, rows: &[usize], s: &Scoring) -> V
         own[r] = Some(position);
     }
     (0..all.len())
-        .filter_map(|i| score::score_prepared(&refs, &prepared, all.row(i), s, own[i]).ok())
+        .filter_map(|i| crate::prefilter::score(&refs, &prepared, all.row(i), s, own[i]).ok())
         .map(|r| r.score)
         .collect()
 }
@@ -143,6 +143,7 @@ pub fn leave_one_out_against(all: &Embeddings, rows: &[usize], s: &Scoring) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::score;
 
     /// `count` deterministic pseudo-random rows of dimension `dim` (a fixed LCG).
     fn random(count: usize, dim: usize, seed: u64) -> Embeddings {

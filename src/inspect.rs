@@ -121,7 +121,7 @@ impl Scorer {
 
     pub fn outcome(&self, embedding: &[f32]) -> Outcome {
         let refs = &self.set.embeddings;
-        match score::score_prepared(refs, &self.prepared, embedding, &self.scoring, None) {
+        match crate::prefilter::score(refs, &self.prepared, embedding, &self.scoring, None) {
             Ok(s) => Outcome::Inspected {
                 decision: s.decision,
                 score: s.score,

@@ -26,8 +26,9 @@
 //! reference path scores alone), `k` up to 64, finite frames and references. Anything else
 //! returns `None`.
 
-use crate::score::{Embeddings, ScoreKind, Scoring};
+use crate::score::{Embeddings, Nearest, ScoreError, ScoreKind, Scored, Scoring, score_excluding};
 use crate::soart3::EPSILON;
+use crate::soart3::soart3;
 
 /// Unit roundoff of `f32`.
 const U: f64 = f32::EPSILON as f64 / 2.0;
@@ -426,6 +427,27 @@ fn run<const P1: u32, const P2: u32>(p: &Pass, isa: Isa) -> Vec<usize> {
     scan::<P1, P2, _, _>(p, dots, sums::<P1, P2, false>)
 }
 
+/// Scores `y` against the references except `skip`, as the daemon scores: the same result as
+/// [`score_excluding`] (the reference implementation), bit for bit. The pass picks the
+/// references that can matter, and only those are scored, in index order, by the same code;
+/// settings it does not cover are scored by [`score_excluding`].
+pub fn score(
+    refs: &Embeddings,
+    prep: &Prepared,
+    y: &[f32],
+    s: &Scoring,
+    skip: Option<usize>,
+) -> Result<Scored, ScoreError> {
+    let Some(candidates) = candidates(refs, prep, y, s, skip) else {
+        return score_excluding(refs, y, s, skip);
+    };
+    let mut best = Nearest::new(s.k.clamp(1, refs.len().max(1)));
+    for i in candidates {
+        best.push(i, soart3(refs.row(i), y, s.orders), s.kind);
+    }
+    best.finish(s.threshold)
+}
+
 /// The references that can be among the `k` nearest of `y` (ascending indices), or `None`
 /// when the prefilter does not apply: settings it does not cover, `k` too large, a frame or
 /// references that are not finite, fewer than `k` references.
@@ -489,7 +511,7 @@ pub fn candidates_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::score::{Embeddings, ScoreKind, Scoring, score_excluding, score_prepared};
+    use crate::score::{Embeddings, ScoreKind, Scoring, score_excluding};
     use crate::soart3::Orders;
 
     /// xorshift64*: deterministic, no dependency.
@@ -580,15 +602,15 @@ mod tests {
             for (f, y) in frames(refs, seed).iter().enumerate() {
                 for skip in [None, Some(1), Some(f % refs.len())] {
                     let slow = score_excluding(refs, y, &s, skip);
-                    let fast = score_prepared(refs, &prep, y, &s, skip);
+                    let fast = score(refs, &prep, y, &s, skip);
                     assert_eq!(fast, slow, "frame {f}, skip {skip:?}, {s:?}");
                     for isa in [Isa::Best, Isa::Baseline] {
                         let Some(c) = candidates_with(refs, &prep, y, &s, skip, isa) else {
                             continue;
                         };
-                        let mut best = crate::score::Nearest::new(s.k.clamp(1, refs.len()));
+                        let mut best = Nearest::new(s.k.clamp(1, refs.len()));
                         for &i in &c {
-                            best.push(i, crate::soart3::soart3(refs.row(i), y, s.orders), s.kind);
+                            best.push(i, soart3(refs.row(i), y, s.orders), s.kind);
                         }
                         assert_eq!(best.finish(s.threshold), slow, "{isa:?} frame {f}, {s:?}");
                         scored += c.len();

@@ -6,7 +6,6 @@
 //! error. The verdict reports beta, eta and gamma against the nearest reference (the one
 //! with the smallest score) and its index.
 
-use crate::prefilter::{self, Prepared};
 use crate::soart3::{Orders, Soart3, soart3};
 
 /// Which SOART3 quantity is the score.
@@ -174,31 +173,10 @@ pub fn score(refs: &Embeddings, y: &[f32], s: &Scoring) -> Result<Scored, ScoreE
     score_excluding(refs, y, s, None)
 }
 
-/// The same result as [`score_excluding`], bit for bit: the prefilter (`prefilter.rs`) picks
-/// the references that can matter (a bounded `f32` pass), and only those are scored, in index
-/// order, by the same code; settings it does not cover are scored by [`score_excluding`].
-pub fn score_prepared(
-    refs: &Embeddings,
-    prep: &Prepared,
-    y: &[f32],
-    s: &Scoring,
-    skip: Option<usize>,
-) -> Result<Scored, ScoreError> {
-    let Some(candidates) = prefilter::candidates(refs, prep, y, s, skip) else {
-        return score_excluding(refs, y, s, skip);
-    };
-    let mut best = Nearest::new(s.k.clamp(1, refs.len().max(1)));
-    for i in candidates {
-        best.push(i, soart3(refs.row(i), y, s.orders), s.kind);
-    }
-    best.finish(s.threshold)
-}
-
 /// Leave-one-out scores of each reference against the others (those that are finite).
 pub fn leave_one_out(refs: &Embeddings, s: &Scoring) -> Vec<f64> {
-    let prep = Prepared::new(refs);
     (0..refs.len())
-        .filter_map(|i| score_prepared(refs, &prep, refs.row(i), s, Some(i)).ok())
+        .filter_map(|i| score_excluding(refs, refs.row(i), s, Some(i)).ok())
         .map(|r| r.score)
         .collect()
 }

@@ -1,4 +1,4 @@
-//! The prefiltered scorer (`score::score_prepared`) against the reference implementation
+//! The prefiltered scorer (`prefilter::score`) against the reference implementation
 //! (`score::score_excluding`) on real data: the held-out images embedded by the shipped small
 //! encoder (`inspectord enroll` on the test split), scored against the shipped references, and
 //! every third reference left out against the others, for both metric orders, eta and gamma, and
@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{Artifacts, TestConfig};
 use inspectord::prefilter::{self, Prepared};
 use inspectord::references::ReferenceSet;
-use inspectord::score::{Embeddings, ScoreKind, Scoring, score_excluding, score_prepared};
+use inspectord::score::{Embeddings, ScoreKind, Scoring, score_excluding};
 use inspectord::soart3::Orders;
 
 const LIMIT: Duration = Duration::from_secs(240);
@@ -47,7 +47,7 @@ fn assert_same(refs: &Embeddings, frames: &Embeddings, loo: bool, step: usize) -
         for (i, y) in frames.rows().enumerate().step_by(step) {
             let skip = loo.then_some(i);
             let slow = score_excluding(refs, y, &s, skip);
-            let fast = score_prepared(refs, &prep, y, &s, skip);
+            let fast = prefilter::score(refs, &prep, y, &s, skip);
             assert_eq!(fast, slow, "frame {i}, {s:?}");
             if let Some(c) = prefilter::candidates(refs, &prep, y, &s, skip) {
                 assert!(
