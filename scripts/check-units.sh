@@ -3,7 +3,8 @@
 #   - `systemd-analyze verify` of inspectord.service + inspectord.socket, and of the service with
 #     the GenICam drop-in genicam.conf; any warning about them fails the check;
 #   - `systemd-analyze security --offline=true`: the service's overall exposure must be
-#     <= MAX_EXPOSURE (1.0), with the GenICam drop-in <= MAX_EXPOSURE_GENICAM (1.5);
+#     <= MAX_EXPOSURE (1.0), with the GenICam drop-in <= MAX_EXPOSURE_GENICAM (1.5); the Modbus
+#     bridge's and the gateway's <= 1.0;
 #   - the sysusers.d and tmpfiles.d files, applied to an empty root;
 #   - inspectord.socket's ListenStream= equals output.socket of the installed config.
 # Needs the systemd package (systemd-analyze, systemd-sysusers, systemd-tmpfiles), not systemd as
@@ -22,6 +23,8 @@ MAX_EXPOSURE=${MAX_EXPOSURE:-1.0}
 MAX_EXPOSURE_GENICAM=${MAX_EXPOSURE_GENICAM:-1.5}
 # The Modbus bridge faces the PLC network (AF_INET, no PrivateNetwork=): 1.0 is what is left.
 MAX_EXPOSURE_MODBUS=${MAX_EXPOSURE_MODBUS:-1.0}
+# The gateway likewise (HTTP and MQTT over AF_INET).
+MAX_EXPOSURE_GATEWAY=${MAX_EXPOSURE_GATEWAY:-1.0}
 
 bash scripts/system-deps.sh
 
@@ -40,7 +43,8 @@ fail=0
 # `verify` and `security` also read drop-ins from <dir>/inspectord.service.d/.
 mkdir -p "$tmp/default" "$tmp/genicam/inspectord.service.d"
 for d in default genicam; do
-  for unit in inspectord.service inspectord.socket inspectord-modbus.service inspectord-modbus.socket; do
+  for unit in inspectord.service inspectord.socket inspectord-modbus.service inspectord-modbus.socket \
+              inspectord-gateway.service; do
     sed "s|/usr/bin/inspectord|$bin|g" "systemd/$unit" > "$tmp/$d/$unit"
   done
 done
@@ -62,6 +66,7 @@ verify() { # verify LABEL UNIT-FILE...
 verify "inspectord.service, inspectord.socket" "$tmp/default/inspectord.service" "$tmp/default/inspectord.socket"
 verify "inspectord.service + genicam.conf" "$tmp/genicam/inspectord.service" "$tmp/genicam/inspectord.socket"
 verify "inspectord-modbus.service, inspectord-modbus.socket" "$tmp/default/inspectord-modbus.service" "$tmp/default/inspectord-modbus.socket"
+verify "inspectord-gateway.service" "$tmp/default/inspectord-gateway.service"
 
 exposure() { # exposure LABEL UNIT-FILE MAX
   local label=$1 unit=$2 max=$3 out level
@@ -85,6 +90,7 @@ exposure() { # exposure LABEL UNIT-FILE MAX
 exposure "inspectord.service" "$tmp/default/inspectord.service" "$MAX_EXPOSURE"
 exposure "inspectord.service + genicam.conf" "$tmp/genicam/inspectord.service" "$MAX_EXPOSURE_GENICAM"
 exposure "inspectord-modbus.service" "$tmp/default/inspectord-modbus.service" "$MAX_EXPOSURE_MODBUS"
+exposure "inspectord-gateway.service" "$tmp/default/inspectord-gateway.service" "$MAX_EXPOSURE_GATEWAY"
 
 # sysusers.d and tmpfiles.d, applied to an empty root: the user, its groups, the state directory.
 root=$tmp/root
@@ -123,6 +129,29 @@ grep -q -- '--config /etc/inspectord/modbus.toml' systemd/inspectord-modbus.serv
 bridge_socket=$(sed -n 's/^socket = "\(.*\)"/\1/p' config/modbus.toml)
 if [[ $bridge_socket != "$listen" ]]; then
   echo "check-units: FAIL: config/modbus.toml daemon.socket = $bridge_socket but inspectord.socket ListenStream=$listen" >&2
+  fail=1
+fi
+
+# The gateway joins the daemon's group (socket and failure images), keeps no capability, runs
+# the installed gateway config, sees the failure images read-only and nothing else of the
+# daemon's state, and names the daemon's socket in its example config.
+grep -qx 'SupplementaryGroups=inspectord' systemd/inspectord-gateway.service ||
+  { echo "check-units: FAIL: inspectord-gateway.service does not join group inspectord" >&2; fail=1; }
+grep -qx 'CapabilityBoundingSet=' systemd/inspectord-gateway.service ||
+  { echo "check-units: FAIL: inspectord-gateway.service keeps capabilities" >&2; fail=1; }
+grep -q -- '--config /etc/inspectord/gateway.toml' systemd/inspectord-gateway.service ||
+  { echo "check-units: FAIL: inspectord-gateway.service does not run /etc/inspectord/gateway.toml" >&2; fail=1; }
+grep -qx 'TemporaryFileSystem=/var/lib/inspectord:ro' systemd/inspectord-gateway.service &&
+  grep -qx 'BindReadOnlyPaths=-/var/lib/inspectord/failures' systemd/inspectord-gateway.service ||
+  { echo "check-units: FAIL: inspectord-gateway.service does not see only the failure images, read-only" >&2; fail=1; }
+gateway_socket=$(sed -n '/^\[daemon\]/,/^\[/s/^socket = "\(.*\)"/\1/p' config/gateway.toml)
+if [[ $gateway_socket != "$listen" ]]; then
+  echo "check-units: FAIL: config/gateway.toml daemon.socket = $gateway_socket but inspectord.socket ListenStream=$listen" >&2
+  fail=1
+fi
+gateway_failures=$(sed -n 's/^failures_dir = "\(.*\)".*/\1/p' config/gateway.toml)
+if [[ $gateway_failures != /var/lib/inspectord/failures ]]; then
+  echo "check-units: FAIL: config/gateway.toml http.failures_dir = $gateway_failures, not the unit's /var/lib/inspectord/failures" >&2
   fail=1
 fi
 

@@ -50,6 +50,10 @@ deb_files=(
   ./usr/lib/systemd/system/inspectord-modbus.socket
   ./etc/inspectord/modbus.toml
   ./usr/share/doc/inspectord/PLC.md
+  ./usr/lib/systemd/system/inspectord-gateway.service
+  ./etc/inspectord/gateway.toml
+  ./usr/share/doc/inspectord/GATEWAY.md
+  ./usr/share/doc/inspectord/FLEET.md
   ./usr/lib/sysusers.d/inspectord.conf
   ./usr/lib/tmpfiles.d/inspectord.conf
   ./usr/share/doc/inspectord/copyright
@@ -80,11 +84,14 @@ done
 # The units are packaged as they are in systemd/.
 x=$tmp/x
 dpkg-deb --extract "$deb" "$x"
-for unit in inspectord.service inspectord.socket inspectord-modbus.service inspectord-modbus.socket; do
+for unit in inspectord.service inspectord.socket inspectord-modbus.service inspectord-modbus.socket \
+            inspectord-gateway.service; do
   cmp -s "systemd/$unit" "$x/usr/lib/systemd/system/$unit" || problem "packaged $unit differs from systemd/$unit"
 done
 grep -qx /etc/inspectord/modbus.toml "$tmp/control/conffiles" 2>/dev/null ||
   problem "/etc/inspectord/modbus.toml is not a conffile"
+grep -qx /etc/inspectord/gateway.toml "$tmp/control/conffiles" 2>/dev/null ||
+  problem "/etc/inspectord/gateway.toml is not a conffile"
 
 # The packaged binary, library, model, references and config work together: `inspectord check`
 # on the unpacked tree, with /usr, /run and /var/lib paths moved into it (the camera is absent

@@ -11,9 +11,15 @@ set -euo pipefail
 # make: scripts/package.sh checks `make install`; g++: libFuzzer (scripts/fuzz.sh, cargo-fuzz).
 # mbpoll (libmodbus) and python3-venv (the venv with pymodbus that tests/bridge_modbus.rs creates
 # in target/plc-venv): the two real Modbus clients the bridge's tests drive it with.
+# mosquitto, mosquitto-clients (mosquitto_sub, mosquitto_pub): the real MQTT broker and subscriber
+# the gateway's tests publish through (tests/gateway_mqtt.rs); prometheus: the real server that
+# scrapes the gateway and promtool, which checks its /metrics (tests/gateway_metrics.rs); chromium,
+# chromium-driver: the headless browser, driven over WebDriver, that loads the gateway's page
+# (tests/gateway_page.rs).
 want=(ca-certificates python3 python3-pip python3-venv pkg-config gcc libc6-dev
       libclang-dev libaravis-dev libusb-1.0-0-dev aravis-tools
-      systemd procps dpkg-dev make g++ mbpoll)
+      systemd procps dpkg-dev make g++ mbpoll
+      mosquitto mosquitto-clients prometheus chromium chromium-driver)
 
 missing=()
 for p in "${want[@]}"; do

@@ -114,6 +114,12 @@ pub enum Command {
         #[command(subcommand)]
         kind: BridgeKind,
     },
+    /// The plant's view: Prometheus metrics, a live operator page and MQTT for one line; a
+    /// separate process, an ordinary client of the verdict socket (docs/GATEWAY.md).
+    Gateway {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -153,6 +153,11 @@ fn socket(
         },
         replay: matches!(l.config.source, SourceConfig::Replay(_)),
         control: Some(control),
+        model: Some(wire::ModelInfo {
+            name: l.model.contract.name.clone(),
+            version: l.model.contract.version.clone(),
+        }),
+        queue_capacity: l.config.runtime.queue_depth,
     };
     // Socket activation: the service manager owns the socket file; clients may already be
     // waiting in its backlog.
@@ -633,6 +638,16 @@ pub fn bridge_modbus(config: &Path) -> Result<()> {
         tracing::warn!(warning = %w, "bridge config");
     }
     crate::bridge::run(cfg).context("Modbus bridge")
+}
+
+/// `gateway`: metrics, the operator page and MQTT (a separate process; no model, no camera).
+/// Its config is compiled like the daemon's; it runs until SIGINT or SIGTERM.
+pub fn gateway(config: &Path) -> Result<()> {
+    let cfg = crate::config::GatewayConfig::load(config)?;
+    for w in &cfg.warnings {
+        tracing::warn!(warning = %w, "gateway config");
+    }
+    crate::gateway::run(cfg).context("gateway")
 }
 
 /// `devices`: the cameras each back end finds now, with the `device = ` value that selects them.

@@ -73,6 +73,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Bridge {
             kind: BridgeKind::Modbus { config },
         } => commands::bridge_modbus(&config),
+        Command::Gateway { config } => commands::gateway(&config),
         Command::Schema { which } => commands::schema(which),
     }
 }

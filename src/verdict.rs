@@ -4,7 +4,7 @@
 //! by one conversion function there.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::score::Decision;
 use crate::soart3::Soart3;
@@ -27,6 +27,10 @@ pub struct Verdict {
     pub model_sha256: Arc<str>,
     /// Id of the reference set the frame was scored against.
     pub reference_set: Arc<str>,
+    /// The worker's time on the frame (decode to score); `None` when no worker saw it.
+    pub inspection: Option<Duration>,
+    /// Frames waiting for a worker when this one was queued (the queue's depth).
+    pub queued: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

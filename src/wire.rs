@@ -45,7 +45,7 @@ pub enum Message {
     /// Reply to `ping`.
     Pong(Pong),
     /// Reply to `status`.
-    Snapshot(Snapshot),
+    Snapshot(Box<Snapshot>),
     /// Reply to `report`.
     Reported(Reported),
     /// A command that could not be carried out.
@@ -304,6 +304,16 @@ pub struct Counters {
     pub clients: u64,
     /// Clients disconnected for not reading.
     pub evicted: u64,
+    /// Status events since the start (absent from older daemons: 0).
+    #[serde(default)]
+    pub camera_lost: u64,
+    #[serde(default)]
+    pub camera_restored: u64,
+    /// References reloaded, and reloads refused (the set in force stayed).
+    #[serde(default)]
+    pub reloads: u64,
+    #[serde(default)]
+    pub reloads_refused: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -391,6 +401,61 @@ pub struct Snapshot {
     pub fps: f64,
     pub retained: Option<SeqRange>,
     pub clients: Vec<ClientInfo>,
+    /// The model's name and version from its metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelInfo>,
+    /// The PLC links bridges have reported (`report`), each in its last reported state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plc_links: Vec<PlcLink>,
+    /// Distributions over every verdict since the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Stats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PlcLink {
+    /// The reporting client's name (`report`'s `source`).
+    pub source: String,
+    pub up: bool,
+    /// RFC 3339, UTC, microseconds: when it was reported.
+    pub since: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Stats {
+    /// Frames waiting for a worker when the last frame was queued, and the queue's capacity.
+    pub queue_depth: u64,
+    pub queue_capacity: u64,
+    /// Frame taken → verdict emitted.
+    pub latency_seconds: WireHistogram,
+    /// A worker's time on a frame: decode, preprocessing, inference, scoring.
+    pub inspection_seconds: WireHistogram,
+    /// Scores of inspected frames per reference set and threshold (the last four), in buckets
+    /// relative to the threshold.
+    pub scores: Vec<ScoreHistogram>,
+}
+
+/// `counts[i]` values in `(bounds[i-1], bounds[i]]`; one more count, for values above the last
+/// bound. Not cumulative.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WireHistogram {
+    pub bounds: Vec<f64>,
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ScoreHistogram {
+    pub reference_set: String,
+    pub threshold: f64,
+    pub histogram: WireHistogram,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -553,6 +618,102 @@ pub fn verdict_line(v: &Verdict, latency: Duration) -> String {
     line(&Message::Verdict(to_wire(v, latency)))
 }
 
+/// The gateway's operator page API (`/api/state`, `/events`): what the page and scripts read.
+/// Served by `inspectord gateway`, not by the daemon. Documented in `docs/GATEWAY.md`.
+pub mod page {
+    use serde::Serialize;
+
+    use super::Counters;
+
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    pub struct State {
+        pub daemon: Daemon,
+        /// `running`, `lost`, `replay`, or `unknown` (no snapshot yet).
+        pub camera: String,
+        pub plc_links: Vec<super::PlcLink>,
+        pub model: Option<Model>,
+        pub reference_set: Option<String>,
+        /// The threshold of the last inspected frame.
+        pub threshold: Option<f64>,
+        /// The daemon's, since it started (the last known while it is unreachable).
+        pub counters: Counters,
+        pub fps: f64,
+        pub uptime_s: f64,
+        pub seq: u64,
+        /// The score histogram of the set in force (non-cumulative counts, one more than bounds).
+        pub score_histogram: Option<Histogram>,
+        pub mqtt: Option<Mqtt>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    pub struct Daemon {
+        pub up: bool,
+        /// When it came up or went away (RFC 3339, UTC).
+        pub since: String,
+        pub version: Option<String>,
+        pub run_id: Option<String>,
+        pub trigger_mode: Option<super::TriggerMode>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    pub struct Model {
+        pub name: Option<String>,
+        pub version: Option<String>,
+        pub sha256: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    pub struct Histogram {
+        pub bounds: Vec<f64>,
+        pub counts: Vec<u64>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    pub struct Mqtt {
+        pub connected: bool,
+        pub acked_seq: u64,
+        pub outbox: usize,
+    }
+
+    /// One verdict in the score chart.
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    pub struct Point {
+        pub seq: u64,
+        /// `captured_at`.
+        pub t: String,
+        pub verdict: super::WireVerdictKind,
+        pub score: Option<f64>,
+        pub threshold: Option<f64>,
+    }
+
+    /// One failed frame's image in the gallery.
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    pub struct GalleryItem {
+        pub name: String,
+        pub url: String,
+        pub seq: u64,
+        /// `fail` or `error`.
+        pub verdict: String,
+        /// Known when the gateway saw the verdict.
+        pub score: Option<f64>,
+        /// When the image was saved (from its name).
+        pub at: String,
+    }
+
+    /// The first event of a page's stream: everything it draws.
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    pub struct Hello<'a> {
+        pub state: &'a State,
+        pub chart: Vec<&'a Point>,
+        pub gallery: &'a [GalleryItem],
+    }
+
+    /// JSON text of a page type (they are plain data: serialising cannot fail).
+    pub fn json<T: Serialize>(value: &T) -> String {
+        serde_json::to_string(value).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,6 +733,8 @@ mod tests {
             outcome,
             model_sha256: Arc::from("ab"),
             reference_set: Arc::from("cd"),
+            inspection: None,
+            queued: 0,
         }
     }
 

@@ -4,11 +4,10 @@
 //! the signal pipe and the timers (heartbeat, PLC watchdog, reconnect backoff). No threads.
 //!
 //! All Modbus framing is `rmodbus`'s (`ModbusFrame` with the external read/write calls); the
-//! register map is `registers.rs`, the handshake `handshake.rs`, the daemon link `link.rs`.
+//! register map is `registers.rs`, the handshake `handshake.rs`, the daemon link `crate::daemon_link` (shared with the gateway).
 //! The PLC side is documented in `docs/PLC.md`.
 
 pub mod handshake;
-pub mod link;
 pub mod registers;
 
 use std::collections::HashMap;
@@ -25,10 +24,10 @@ use rmodbus::{ErrorKind, ModbusProto};
 
 use crate::backoff::Backoff;
 use crate::config::BridgeConfig;
+use crate::daemon_link::{self as link, Connection, Inbound, Resume};
 use crate::error::chain;
 use crate::wire::WireEvent;
 use handshake::{Action, Handshake};
-use link::{Connection, Inbound, Resume};
 use registers::{coil, status};
 
 const LISTENER: Token = Token(0);
@@ -325,6 +324,15 @@ impl Bridge {
                         }
                     }
                 }
+                // Closed right after its last lines: no further event would come.
+                let closed = self
+                    .link
+                    .as_mut()
+                    .filter(|c| c.at_eof())
+                    .map(|c| c.read_lines());
+                if let Some(Err(e)) = closed {
+                    self.link_failed(&e);
+                }
             }
             Err(e) => self.link_failed(&e),
         }
@@ -378,8 +386,8 @@ impl Bridge {
                 tracing::warn!(id, reason, "the daemon refused a command");
                 self.hs.on_command_error(id, reason == "not permitted");
             }
-            Inbound::Snapshot { camera } => self.hs.set_camera_lost(camera == "lost"),
-            Inbound::Other(_) => {}
+            Inbound::Snapshot(s) => self.hs.set_camera_lost(s.camera == "lost"),
+            Inbound::Other(_) | Inbound::Heartbeat(_) => {}
         }
     }
 

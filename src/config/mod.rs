@@ -14,10 +14,12 @@
 
 pub mod accounts;
 mod bridge;
+mod gateway;
 mod reader;
 mod sections;
 
 pub use bridge::{BridgeConfig, WordOrder};
+pub use gateway::{GatewayConfig, MqttConfig};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -126,6 +128,26 @@ pub mod defaults {
     /// `[modbus] buffer`: results held with BufferResultsEnable.
     pub const BRIDGE_BUFFER: usize = 8;
     pub const BRIDGE_PLC_TIMEOUT: Duration = Duration::from_millis(3000);
+    /// `inspectord gateway`: `[http] listen`, localhost only unless configured otherwise.
+    pub const GATEWAY_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
+        std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9851),
+    );
+    /// `[daemon] status_poll_ms`: how fresh `/metrics` and the page are.
+    pub const GATEWAY_STATUS_POLL: Duration = Duration::from_millis(1000);
+    /// `[http] chart_points`: scores in the page's chart.
+    pub const GATEWAY_CHART_POINTS: usize = 600;
+    /// `[http] gallery`: failed frames shown.
+    pub const GATEWAY_GALLERY: usize = 12;
+    /// `[http] max_clients`: HTTP connections at once (page streams included).
+    pub const GATEWAY_MAX_CLIENTS: usize = 32;
+    /// `[mqtt]` defaults.
+    pub const MQTT_TOPIC_PREFIX: &str = "inspectord";
+    pub const MQTT_KEEP_ALIVE: Duration = Duration::from_secs(10);
+    pub const MQTT_MAX_INFLIGHT: usize = 64;
+    pub const MQTT_OUTBOX: usize = 10_000;
+    pub const MQTT_RECONNECT_INITIAL: Duration = Duration::from_millis(200);
+    pub const MQTT_RECONNECT_MAX: Duration = Duration::from_millis(30_000);
+    pub const MQTT_STATE_FILE: &str = "/var/lib/inspectord-gateway/mqtt.state";
     /// An ONNX model (protobuf cannot exceed 2 GiB anyway).
     pub const MODEL_MAX_BYTES: u64 = 2 << 30;
     /// A reference set (a million 256-dimensional `f32` embeddings are 1 GiB).

@@ -58,6 +58,11 @@ impl<'a, 'i> Section<'a, 'i> {
         self.table?.get(key)
     }
 
+    /// Whether the file has this section at all.
+    pub(super) fn present(&self) -> bool {
+        self.table.is_some()
+    }
+
     /// Whether the key is present (without reading it).
     pub(super) fn has(&self, key: &str) -> bool {
         self.table.is_some_and(|t| t.get(key).is_some())

@@ -84,6 +84,8 @@ pub(super) struct Job {
     pub frame: SourceFrame,
     /// The scorer in force when the frame was taken.
     pub scorer: Arc<Scorer>,
+    /// Frames already waiting for a worker when this one was queued.
+    pub queued: usize,
 }
 
 /// A worker's result: the verdict, and the frame's pixels for the sinks that keep images.

@@ -126,7 +126,12 @@ impl Intake {
     /// and the overload policy says skip, a `skipped` verdict. Returns the frame's `seq`.
     pub fn submit(&self, frame: SourceFrame) -> Result<u64, WorkersGone> {
         let (seq, scorer) = self.slot.admit();
-        let job = Job { seq, frame, scorer };
+        let job = Job {
+            seq,
+            frame,
+            scorer,
+            queued: self.jobs.len(),
+        };
         match self.overload {
             Overload::Wait => self.jobs.send(job).map_err(|_| WorkersGone)?,
             Overload::Skip => match self.jobs.try_send(job) {
@@ -175,6 +180,8 @@ impl Intake {
             outcome: Outcome::Skipped { reason },
             model_sha256: self.model_sha256.clone(),
             reference_set: scorer.id.clone(),
+            inspection: None,
+            queued: self.jobs.len(),
         };
         // Straight to the sequencer, which puts it in `seq` order; it is open while the source
         // runs (it ends only after every worker, which end after the source).

@@ -47,10 +47,16 @@ impl Worker {
     }
 
     fn inspect(&mut self, job: Job) -> Inspected {
-        let Job { seq, frame, scorer } = job;
+        let Job {
+            seq,
+            frame,
+            scorer,
+            queued,
+        } = job;
         let _busy = self.stages.enter(Stages::encoder(self.index));
         let payload = frame.payload.as_ref().map_err(String::as_str);
         let inspector = &mut self.inspector;
+        let started = std::time::Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             inspector.inspect(payload, &scorer)
         }))
@@ -68,6 +74,8 @@ impl Worker {
                 outcome,
                 model_sha256: self.model_sha256.clone(),
                 reference_set: scorer.id.clone(),
+                inspection: Some(started.elapsed()),
+                queued,
             },
             payload: frame.payload.ok().map(Arc::new),
         }

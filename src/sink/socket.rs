@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use super::{Ready, Sink};
+use crate::socket::stats::Observation;
 use crate::socket::{Broadcaster, Outgoing};
-use crate::verdict::StatusEvent;
+use crate::verdict::{Outcome, StatusEvent};
 
 pub struct SocketSink {
     broadcaster: Broadcaster,
@@ -23,10 +24,24 @@ impl Sink for SocketSink {
     }
 
     fn verdict(&mut self, ready: &Ready<'_>) {
+        let v = ready.verdict;
+        let score = match v.outcome {
+            Outcome::Inspected {
+                score, threshold, ..
+            } => Some((score, threshold)),
+            _ => None,
+        };
         self.broadcaster.send(Outgoing::Verdict {
-            seq: ready.verdict.seq,
-            kind: ready.verdict.outcome.kind(),
+            seq: v.seq,
+            kind: v.outcome.kind(),
             line: ready.line.clone(),
+            reference_set: v.reference_set.clone(),
+            observation: Observation {
+                latency: ready.latency,
+                inspection: v.inspection,
+                score,
+                queued: v.queued,
+            },
         });
     }
 

@@ -122,7 +122,7 @@ impl SocketServer {
             })
             .collect();
         clients.sort_by_key(|c| c.client);
-        Message::Snapshot(wire::Snapshot {
+        Message::Snapshot(Box::new(wire::Snapshot {
             v: PROTOCOL_VERSION,
             id,
             run_id: s.run_id.clone(),
@@ -136,7 +136,10 @@ impl SocketServer {
             fps: s.fps(),
             retained: self.ring.retained(),
             clients,
-        })
+            model: s.model.clone(),
+            plc_links: s.plc_links.clone(),
+            stats: Some(s.stats.to_wire()),
+        }))
     }
 
     /// A client's PLC-link event: broadcast, retained and logged like the pipeline's.
@@ -161,6 +164,8 @@ impl SocketServer {
             reference_set: None,
             previous_reference_set: None,
         };
+        self.state
+            .plc_link(&status.source, kind == StatusKind::PlcLinkRestored);
         let client = self.clients.get(&token).map(|c| c.id);
         let reason = status.reason.as_deref().unwrap_or("");
         // As the sequencer logs the pipeline's status events, plus the reporting client.

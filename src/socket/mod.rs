@@ -23,6 +23,7 @@ mod handle;
 mod peer;
 mod retention;
 mod state;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind};
@@ -212,6 +213,10 @@ pub enum Outgoing {
         seq: u64,
         kind: VerdictKind,
         line: Arc<str>,
+        /// The set the frame was scored against, and what the verdict adds to the run's
+        /// distributions (`snapshot`'s `stats`).
+        reference_set: Arc<str>,
+        observation: stats::Observation,
     },
     Status {
         kind: StatusKind,
@@ -262,6 +267,10 @@ pub struct RunInfo {
     pub replay: bool,
     /// The control channel into the source (`trigger`); `None`: triggers are missed.
     pub control: Option<Sender<Control>>,
+    /// The model's name and version (`snapshot`).
+    pub model: Option<wire::ModelInfo>,
+    /// The workers' queue capacity (`snapshot`'s `stats`).
+    pub queue_capacity: usize,
 }
 
 impl RunInfo {
@@ -273,6 +282,8 @@ impl RunInfo {
             trigger_mode: TriggerMode::FreeRun,
             replay: true,
             control: None,
+            model: None,
+            queue_capacity: 0,
         }
     }
 }
@@ -352,11 +363,13 @@ impl SocketServer {
             pending_reads: Vec::new(),
             next_token: FIRST_CLIENT,
             next_client_id: 1,
-            state: RunState::new(
+            state: RunState::with_model(
                 run.model_sha256,
                 run.reference_set,
                 run.trigger_mode,
                 run.replay,
+                run.model,
+                run.queue_capacity,
             ),
             ring: Ring::new(settings.retain),
             settings,
@@ -540,13 +553,19 @@ impl SocketServer {
     /// One verdict or status line: counted, retained, queued for every live client.
     fn publish(&mut self, item: Outgoing) {
         let entry = match item {
-            Outgoing::Verdict { seq, kind, line } => {
+            Outgoing::Verdict {
+                seq,
+                kind,
+                line,
+                reference_set,
+                observation,
+            } => {
                 // The source answers a trigger before it takes the frame: an answer sent before
                 // this verdict is in the channel now and its `trigger_ack` goes out first.
                 if !self.answers.1.is_empty() {
                     self.take_answers();
                 }
-                self.state.verdict(seq, kind);
+                self.state.observed(seq, kind, &reference_set, observation);
                 Entry {
                     verdict_seq: Some(seq),
                     follows: seq,

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use super::stats::{Observation, RunStats};
 use crate::verdict::{StatusKind, VerdictKind};
 use crate::wire::{self, Counters, TriggerMode};
 
@@ -26,14 +27,30 @@ pub(super) struct RunState {
     /// Verdicts per whole second since `started`: (second, count), the last
     /// [`FPS_WINDOW_S`] seconds.
     per_second: VecDeque<(u64, u64)>,
+    pub model: Option<wire::ModelInfo>,
+    /// Bridges' PLC links by reporting source, in the order first reported.
+    pub plc_links: Vec<wire::PlcLink>,
+    pub stats: RunStats,
 }
 
 impl RunState {
+    #[cfg(test)]
     pub fn new(
         model_sha256: Arc<str>,
         reference_set: Arc<str>,
         trigger_mode: TriggerMode,
         replay: bool,
+    ) -> RunState {
+        RunState::with_model(model_sha256, reference_set, trigger_mode, replay, None, 0)
+    }
+
+    pub fn with_model(
+        model_sha256: Arc<str>,
+        reference_set: Arc<str>,
+        trigger_mode: TriggerMode,
+        replay: bool,
+        model: Option<wire::ModelInfo>,
+        queue_capacity: usize,
     ) -> RunState {
         RunState {
             run_id: run_id(),
@@ -45,7 +62,22 @@ impl RunState {
             seq: 0,
             counters: Counters::default(),
             per_second: VecDeque::new(),
+            model,
+            plc_links: Vec::new(),
+            stats: RunStats::new(queue_capacity),
         }
+    }
+
+    /// A verdict with what it adds to the distributions.
+    pub fn observed(
+        &mut self,
+        seq: u64,
+        kind: VerdictKind,
+        reference_set: &Arc<str>,
+        o: Observation,
+    ) {
+        self.verdict(seq, kind);
+        self.stats.observe(reference_set, o);
     }
 
     pub fn verdict(&mut self, seq: u64, kind: VerdictKind) {
@@ -73,15 +105,41 @@ impl RunState {
     }
 
     pub fn status(&mut self, kind: StatusKind, reference_set: Option<&Arc<str>>) {
+        let c = &mut self.counters;
         match kind {
-            StatusKind::CameraLost => self.camera = "lost",
-            StatusKind::CameraRestored => self.camera = "running",
+            StatusKind::CameraLost => {
+                self.camera = "lost";
+                c.camera_lost += 1;
+            }
+            StatusKind::CameraRestored => {
+                self.camera = "running";
+                c.camera_restored += 1;
+            }
             StatusKind::ReferencesReloaded => {
+                c.reloads += 1;
                 if let Some(set) = reference_set {
                     self.reference_set = set.clone();
                 }
             }
-            _ => {}
+            StatusKind::ReloadRefused => c.reloads_refused += 1,
+            StatusKind::PlcLinkLost | StatusKind::PlcLinkRestored => {}
+        }
+    }
+
+    /// A bridge's report of its PLC link.
+    pub fn plc_link(&mut self, source: &str, up: bool) {
+        let since = wire::rfc3339_micros(SystemTime::now());
+        match self.plc_links.iter_mut().find(|l| l.source == source) {
+            Some(l) if l.up == up => {}
+            Some(l) => {
+                l.up = up;
+                l.since = since;
+            }
+            None => self.plc_links.push(wire::PlcLink {
+                source: source.to_string(),
+                up,
+                since,
+            }),
         }
     }
 
@@ -170,6 +228,20 @@ mod tests {
         assert!(s.fps() > 0.0);
         s.status(StatusKind::CameraLost, None);
         assert_eq!(s.camera, "lost");
+        s.status(StatusKind::CameraRestored, None);
+        s.status(StatusKind::ReloadRefused, None);
+        assert_eq!(
+            (
+                s.counters.camera_lost,
+                s.counters.camera_restored,
+                s.counters.reloads_refused
+            ),
+            (1, 1, 1)
+        );
+        s.plc_link("bridge-modbus", false);
+        s.plc_link("bridge-modbus", true);
+        assert_eq!(s.plc_links.len(), 1);
+        assert!(s.plc_links[0].up);
         s.status(StatusKind::ReferencesReloaded, Some(&Arc::from("new")));
         assert_eq!(&*s.reference_set, "new");
     }

@@ -12,6 +12,15 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+// The gateway's tests (tests/gateway_*.rs): its process and config, and the real third-party
+// peers it is checked against (mosquitto, chromium through chromedriver, prometheus/promtool).
+pub mod gateway;
+pub mod http;
+pub mod mosquitto;
+pub mod proc;
+pub mod prometheus;
+pub mod webdriver;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, ErrorKind, Read};

@@ -1,7 +1,7 @@
-//! The bridge's link to the daemon's verdict socket (protocol v2, `docs/PROTOCOL.md`): parsing
-//! the daemon's lines, the resume rule (`Resume`), the commands the bridge sends, and the
-//! connection itself (non-blocking, registered in the bridge's one `mio` loop) with capped
-//! exponential reconnect backoff.
+//! A client's link to the daemon's verdict socket (protocol v2, `docs/PROTOCOL.md`), shared by
+//! the Modbus bridge and the gateway: parsing the daemon's lines, the resume rule (`Resume`),
+//! the commands clients send, and the connection itself (non-blocking, registered in the
+//! client's one `mio` loop).
 //!
 //! Resume: on every (re)connect the bridge reads `hello` and sends `subscribe` — from the last
 //! seq it handled when `run_id` is the run it saw before, from 0 when it is a new daemon run
@@ -53,10 +53,9 @@ pub enum Inbound {
         id: Option<u64>,
         reason: String,
     },
-    Snapshot {
-        camera: String,
-    },
-    /// Anything else (heartbeat, pong, acked, reported, a type of a later version): ignored.
+    Snapshot(Box<wire::Snapshot>),
+    Heartbeat(wire::Heartbeat),
+    /// Anything else (pong, acked, reported, a type of a later version): ignored.
     Other(String),
 }
 
@@ -150,7 +149,8 @@ pub fn parse(line: &str) -> Result<Inbound, LinkError> {
             id: reply_id(e.id),
             reason: e.reason,
         },
-        Message::Snapshot(s) => Inbound::Snapshot { camera: s.camera },
+        Message::Snapshot(s) => Inbound::Snapshot(s),
+        Message::Heartbeat(h) => Inbound::Heartbeat(h),
         other => Inbound::Other(format!("{other:?}").chars().take(40).collect()),
     })
 }
@@ -185,6 +185,15 @@ pub fn ping_command() -> String {
     command_line(&Command::Ping { id: None, v: None })
 }
 
+/// `{"type":"ack","seq":N}`: everything up to `seq` is delivered.
+pub fn ack_command(seq: u64) -> String {
+    command_line(&Command::Ack {
+        id: None,
+        v: None,
+        seq,
+    })
+}
+
 /// `{"type":"status"}`: the snapshot says whether the camera is lost.
 pub fn status_command() -> String {
     command_line(&Command::Status { id: None, v: None })
@@ -215,6 +224,8 @@ pub struct Resume {
     last_seq: u64,
     /// Between `subscribe` and `subscribed`: verdicts are ignored (the cut repeats them).
     awaiting_cut: bool,
+    /// The first connection subscribes from 0 (everything retained), not from now.
+    from_start: bool,
 }
 
 /// What a hello means for the resume.
@@ -229,10 +240,40 @@ pub enum Start {
 }
 
 impl Resume {
+    /// A client that delivers everything (the gateway's MQTT link): its first connection asks
+    /// for every retained verdict instead of starting from now.
+    pub fn everything() -> Resume {
+        Resume {
+            from_start: true,
+            ..Resume::default()
+        }
+    }
+
+    /// Resumes a run handled before this process started (a persisted `run_id` and seq).
+    pub fn restored(run_id: &str, last_seq: u64) -> Resume {
+        Resume {
+            run_id: Some(run_id.to_string()),
+            last_seq,
+            awaiting_cut: false,
+            from_start: true,
+        }
+    }
+
+    /// Between `subscribe` and `subscribed` (the cut repeats what arrives meanwhile).
+    pub fn awaiting_cut(&self) -> bool {
+        self.awaiting_cut
+    }
+
+    /// The run of the last hello.
+    pub fn run_id(&self) -> Option<&str> {
+        self.run_id.as_deref()
+    }
+
     /// A hello arrived: where to subscribe from.
     pub fn hello(&mut self, run_id: &str, seq: u64) -> Start {
         self.awaiting_cut = true;
         let start = match &self.run_id {
+            None if self.from_start => Start::First { from_seq: 0 },
             None => Start::First { from_seq: seq },
             Some(r) if r == run_id => Start::Resume {
                 from_seq: self.last_seq,
@@ -291,6 +332,9 @@ pub struct Connection {
     pub last_heard: Instant,
     /// A `ping` is out since the daemon went quiet.
     pub pinged: bool,
+    /// The daemon closed the connection after the lines last returned: the next
+    /// [`Connection::read_lines`] fails at once (no further readiness event would come).
+    eof: bool,
 }
 
 impl Connection {
@@ -313,6 +357,7 @@ impl Connection {
             greeted: false,
             last_heard: Instant::now(),
             pinged: false,
+            eof: false,
         })
     }
 
@@ -338,8 +383,17 @@ impl Connection {
         Ok(())
     }
 
+    /// Whether the daemon has closed the connection (the caller handles the lines it got, then
+    /// calls [`Connection::read_lines`] again to get the error).
+    pub fn at_eof(&self) -> bool {
+        self.eof
+    }
+
     /// Reads what is there and returns the complete lines.
     pub fn read_lines(&mut self) -> Result<Vec<String>, LinkError> {
+        if self.eof {
+            return Err(LinkError::Closed);
+        }
         let mut chunk = [0u8; 16 * 1024];
         let mut closed = false;
         loop {
@@ -369,6 +423,7 @@ impl Connection {
         if closed && lines.is_empty() {
             return Err(LinkError::Closed);
         }
+        self.eof = closed;
         Ok(lines)
     }
 }
@@ -463,5 +518,18 @@ mod tests {
         assert_eq!((start, Resume::from_seq(start)), (Start::NewRun, 0));
         r.subscribed();
         assert!(r.accept(1) && r.accept(2) && !r.accept(2));
+    }
+
+    #[test]
+    fn a_delivering_client_starts_from_everything_or_its_persisted_seq() {
+        let mut r = Resume::everything();
+        assert_eq!(r.hello("aaaa", 10), Start::First { from_seq: 0 });
+        let mut r = Resume::restored("aaaa", 7);
+        assert_eq!(r.hello("aaaa", 10), Start::Resume { from_seq: 7 });
+        r.subscribed();
+        assert!(!r.accept(7) && r.accept(8));
+        let mut r = Resume::restored("aaaa", 7);
+        assert_eq!(r.hello("bbbb", 10), Start::NewRun);
+        assert_eq!(r.run_id(), Some("bbbb"));
     }
 }
