@@ -9,7 +9,11 @@
 //!     only identical), and the daemon evicted nobody;
 //! (c) the gateway SIGKILLed mid-run: the broker publishes its Last Will (`online` false); the
 //!     restarted gateway resumes from the state file's `acked_seq` and every seq arrives;
-//! (d) the daemon gone: `online` becomes retained `false`.
+//! (d) the daemon gone: `online` becomes retained `false`;
+//! (e) the broker away longer than the gateway's outbox and the daemon's retention hold: the
+//!     daemon is not slowed and evicts nobody, the gateway counts exactly the verdicts that are
+//!     gone (a `gap` on the status topic, `inspectord_gateway_mqtt_lost_total`), and delivers
+//!     every other one.
 
 mod common;
 
@@ -381,6 +385,90 @@ fn a_killed_gateway_resumes_from_its_acked_seq() {
         msgs.iter()
             .any(|m| m.topic == online && m.payload == "true" && m.at > restarted_at),
         "the restarted gateway published online true"
+    );
+    drop(gw);
+}
+
+#[test]
+fn a_broker_away_longer_than_the_retention_costs_only_counted_verdicts() {
+    // 60 frames at 15 fps: 4 s. The gateway holds 6 verdicts, the daemon retains 10: a broker
+    // away for 2 s (30 frames) loses some, and only those are lost.
+    let mut l = Line::new("line-e", 45, 15, 15.0);
+    let toml = std::fs::read_to_string(&l.daemon_config).unwrap();
+    std::fs::write(&l.daemon_config, toml.replace("[output]\n", "[output]\nretain = 10\n")).unwrap();
+    let mut g = GatewayConfig::new(&l.tmp.path().join("v.sock"));
+    let mut m = MqttSection::new(&l.broker.addr(), &l.line, &l.state_file);
+    m.limits = Some((2, 6));
+    g.mqtt = Some(m);
+    g.write(&l.gateway_config);
+    let daemon = l.start_daemon();
+    let gw = l.start_gateway();
+    let run_id = gateway::wait_daemon_run_id(&daemon, WAIT);
+    let topic = l.topic("verdict");
+    l.sub.wait_for("the first 3 verdicts", WAIT, |m| by_seq(m, &topic).len() >= 3);
+    l.broker.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        daemon.try_status().is_none(),
+        "the replay ended while the broker was away: it must outlast the outage"
+    );
+    l.broker.restart();
+    let done = daemon.wait(LIMIT);
+    done.assert_success();
+    assert_no_eviction(&done);
+    let daemon_lines = daemon_verdicts(&done);
+    let n = daemon_lines.len() as u64;
+
+    // The gap: published on the status topic, with the line and run.
+    let status = l.topic("status");
+    let msgs = l.sub.wait_for("a gap on the status topic", WAIT, |m| {
+        m.iter().any(|m| m.topic == status && m.payload.contains("\"type\":\"gap\""))
+    });
+    let gaps: Vec<Value> = msgs
+        .iter()
+        .filter(|m| m.topic == status)
+        .filter_map(|m| serde_json::from_str::<Value>(&m.payload).ok())
+        .filter(|v| v["type"] == "gap")
+        .collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let (from, to, count) = (
+        gaps[0]["from_seq"].as_u64().unwrap(),
+        gaps[0]["to_seq"].as_u64().unwrap(),
+        gaps[0]["count"].as_u64().unwrap(),
+    );
+    assert_eq!((gaps[0]["line"].as_str(), gaps[0]["run_id"].as_str()), (Some("line-e"), Some(run_id.as_str())));
+    assert_eq!(count, to - from + 1);
+    assert!(count > 0 && to < n, "gap {from}..={to} of {n}");
+
+    // Every verdict but the gap's arrives, each the daemon's line; the gap's never do.
+    let got = l.sub.wait_for("every verdict outside the gap", WAIT, |m| {
+        by_seq(m, &topic).len() as u64 == n - count
+    });
+    let got = by_seq(&got, &topic);
+    for (i, daemon_line) in daemon_lines.iter().enumerate() {
+        let seq = i as u64 + 1;
+        let in_gap = (from..=to).contains(&seq);
+        match got.get(&seq) {
+            Some(copies) => {
+                assert!(!in_gap, "seq {seq} in the gap arrived");
+                let want = expected_payload(daemon_line, &l.line, &run_id);
+                assert!(copies.iter().all(|c| c == &want), "seq {seq}");
+            }
+            None => assert!(in_gap, "seq {seq} outside the gap {from}..={to} never arrived"),
+        }
+    }
+
+    // The gateway counted exactly those, and the daemon was told everything else.
+    let metrics = gw.http_get("/metrics").text();
+    let lost = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("inspectord_gateway_mqtt_lost_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(lost, Some(count as f64), "{metrics}");
+    assert!(
+        common::wait_until(Duration::from_secs(10), || l.state() == Some((run_id.clone(), n))),
+        "state file {:?}, want ({run_id}, {n})",
+        l.state()
     );
     drop(gw);
 }

@@ -23,6 +23,8 @@ pub struct MqttSection {
     pub keep_alive_s: u64,
     pub reconnect_initial_ms: u64,
     pub reconnect_max_ms: u64,
+    /// `(max_inflight, outbox)`, when not the defaults.
+    pub limits: Option<(usize, usize)>,
 }
 
 impl MqttSection {
@@ -35,6 +37,7 @@ impl MqttSection {
             keep_alive_s: 2,
             reconnect_initial_ms: 100,
             reconnect_max_ms: 500,
+            limits: None,
         }
     }
 }
@@ -87,6 +90,9 @@ impl GatewayConfig {
                 m.reconnect_initial_ms,
                 m.reconnect_max_ms,
             );
+            if let Some((inflight, outbox)) = m.limits {
+                s += &format!("max_inflight = {inflight}\noutbox = {outbox}\n");
+            }
         }
         s
     }

@@ -132,7 +132,7 @@
     // PLC links (bridges).
     const links = Array.isArray(s.plc_links) ? s.plc_links : [];
     if (links.length === 0) {
-      setText($('plc-state'), 'no PLC bridge');
+      setText($('plc-state'), 'no loss reported');
       setLevel($('plc-chip'), 'idle');
     } else {
       const txt = links.map((l) => {
