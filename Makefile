@@ -37,6 +37,8 @@ check-units:
 # What the package installs, for systems without dpkg; does not build (make build onnxruntime
 # first). PREFIX=/usr (default) or /usr/local; DESTDIR for staging. Keeps an existing
 # /etc/inspectord/inspectord.toml (writes inspectord.toml.dist beside it; FORCE_CONFIG=1 replaces).
+# Includes the Modbus bridge's and the gateway's units, configs (modbus.toml, gateway.toml:
+# installed once, never replaced) and docs.
 PREFIX ?= /usr
 DESTDIR ?=
 install:

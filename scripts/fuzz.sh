@@ -14,7 +14,7 @@ fi
 
 seconds=${FUZZ_SECONDS:-30}
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(config references image command)
+[[ ${#targets[@]} -gt 0 ]] || targets=(config references image command http_request)
 cd fuzz
 
 for t in "${targets[@]}"; do

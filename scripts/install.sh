@@ -8,8 +8,16 @@
 # /usr/lib/inspectord (where the daemon looks by itself), runtime.onnxruntime are rewritten to
 # match. The config always goes to /etc/inspectord (the unit's ConfigurationDirectory=); an
 # existing one is never overwritten: the new one is installed beside it as inspectord.toml.dist
-# (FORCE_CONFIG=1 overwrites). Does not build: run it as root without a Rust toolchain.
+# (FORCE_CONFIG=1 overwrites). The Modbus bridge's and the gateway's configs (modbus.toml,
+# gateway.toml) are installed once and never replaced. Does not build: run it as root without a
+# Rust toolchain.
 set -euo pipefail
+if [[ $# -gt 0 ]]; then   # no options: settings come from the environment (above)
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+  [[ $1 == -h || $1 == --help ]] && exit 0
+  echo "install: unexpected argument '$1' (use PREFIX=, DESTDIR=, FORCE_CONFIG= in the environment)" >&2
+  exit 2
+fi
 cd "$(dirname "$0")/.."
 
 PREFIX=${PREFIX:-/usr}
@@ -62,12 +70,16 @@ put 0644 systemd/inspectord.service "$UNITDIR/inspectord.service" sed
 put 0644 systemd/inspectord.socket "$UNITDIR/inspectord.socket" sed
 put 0644 systemd/inspectord-modbus.service "$UNITDIR/inspectord-modbus.service" sed
 put 0644 systemd/inspectord-modbus.socket "$UNITDIR/inspectord-modbus.socket" sed
+put 0644 systemd/inspectord-gateway.service "$UNITDIR/inspectord-gateway.service" sed
 put 0644 systemd/inspectord.sysusers "$SYSUSERSDIR/inspectord.conf"
 put 0644 systemd/inspectord.tmpfile "$TMPFILESDIR/inspectord.conf"
 put 0644 README.md "$DOCDIR/README.md"
 put 0644 docs/PROTOCOL.md "$DOCDIR/PROTOCOL.md"
 put 0644 docs/PLC.md "$DOCDIR/PLC.md"
 put 0644 config/modbus.toml "$DOCDIR/examples/modbus.toml"
+put 0644 docs/GATEWAY.md "$DOCDIR/GATEWAY.md"
+put 0644 docs/FLEET.md "$DOCDIR/FLEET.md"
+put 0644 config/gateway.toml "$DOCDIR/examples/gateway.toml"
 put 0644 models/README.md "$DOCDIR/models/README.md"
 put 0644 debian/copyright "$DOCDIR/copyright"
 put 0644 "$ort/LICENSE" "$DOCDIR/onnxruntime/LICENSE"
@@ -91,11 +103,13 @@ else
   echo "  $CONFDIR/inspectord.toml.dist (kept your $CONFDIR/inspectord.toml; compare and merge)"
 fi
 rm -f "$conf.new"
-# The Modbus bridge's config: installed once, never replaced.
-if [[ ! -e $DESTDIR$CONFDIR/modbus.toml ]]; then
-  install -m 0644 config/modbus.toml "$DESTDIR$CONFDIR/modbus.toml"
-  echo "  $CONFDIR/modbus.toml"
-fi
+# The Modbus bridge's and the gateway's configs: installed once, never replaced.
+for extra in modbus gateway; do
+  if [[ ! -e $DESTDIR$CONFDIR/$extra.toml ]]; then
+    install -m 0644 "config/$extra.toml" "$DESTDIR$CONFDIR/$extra.toml"
+    echo "  $CONFDIR/$extra.toml"
+  fi
+done
 
 if [[ -z $DESTDIR ]]; then
   cat <<EOF
@@ -103,5 +117,8 @@ install: next, as root:
   systemd-sysusers inspectord.conf && systemd-tmpfiles --create inspectord.conf
   systemctl daemon-reload
   edit $CONFDIR/inspectord.toml, then: systemctl enable --now inspectord.socket inspectord.service
+  optional: the PLC bridge (docs/PLC.md): systemctl enable --now inspectord-modbus.socket
+  optional: the gateway (docs/GATEWAY.md): edit $CONFDIR/gateway.toml, then:
+            systemctl enable --now inspectord-gateway.service
 EOF
 fi

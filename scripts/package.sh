@@ -120,6 +120,10 @@ install_files=(
   lib/systemd/system/inspectord-modbus.service
   lib/systemd/system/inspectord-modbus.socket
   share/doc/inspectord/PLC.md
+  lib/systemd/system/inspectord-gateway.service
+  share/doc/inspectord/GATEWAY.md
+  share/doc/inspectord/FLEET.md
+  share/doc/inspectord/examples/gateway.toml
   lib/sysusers.d/inspectord.conf
   lib/tmpfiles.d/inspectord.conf
   share/doc/inspectord/copyright
@@ -136,6 +140,10 @@ for prefix in /usr /usr/local; do
     [[ -f $dest$prefix/$f ]] || problem "make install PREFIX=$prefix: $prefix/$f missing"
   done
   [[ -f $dest/etc/inspectord/inspectord.toml ]] || problem "make install PREFIX=$prefix: /etc/inspectord/inspectord.toml missing"
+  [[ -f $dest/etc/inspectord/gateway.toml ]] || problem "make install PREFIX=$prefix: /etc/inspectord/gateway.toml missing"
+  grep -qx "ExecStart=$prefix/bin/inspectord gateway --config /etc/inspectord/gateway.toml" \
+    "$dest$prefix/lib/systemd/system/inspectord-gateway.service" ||
+    problem "make install PREFIX=$prefix: the gateway unit does not run $prefix/bin/inspectord"
   cmp -s "$dest$prefix/bin/inspectord" "${CARGO_TARGET_DIR:-target}/release/inspectord" ||
     problem "make install PREFIX=$prefix: bin/inspectord is not the release build"
   unit=$dest$prefix/lib/systemd/system/inspectord.service

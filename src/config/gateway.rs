@@ -208,6 +208,13 @@ fn mqtt_section(r: &mut Reader, mut m: Section) -> Option<MqttConfig> {
     let initial = r.millis(&mut m, "reconnect_initial_ms", 1, cap);
     let most = r.millis(&mut m, "reconnect_max_ms", 1, cap);
     let state_file = r.path(&mut m, "state_file", false);
+    if password_file.is_some() && username.is_none() {
+        r.key_error(
+            &m,
+            "password_file",
+            "needs [mqtt] username (MQTT 3.1.1 sends a password only with a user name)".into(),
+        );
+    }
     if let (Some(i), Some(o)) = (max_inflight, outbox)
         && o < i
     {
@@ -314,6 +321,7 @@ gallery = 0
 broker = "nohost"
 topic_prefix = "a/#"
 client_id = "a b"
+password_file = "pw"
 max_inflight = 10
 outbox = 5
 
@@ -330,6 +338,7 @@ outbox = 5
             "mqtt.line",
             "mqtt.topic_prefix",
             "mqtt.client_id",
+            "mqtt.password_file",
             "mqtt.outbox",
             "modbus",
         ] {

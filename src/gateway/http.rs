@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 /// Longest request head (request line and headers).
-const MAX_HEAD: usize = 8 * 1024;
+pub const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 32;
 /// A connection that sends no complete request for this long is closed.
 pub const IDLE: Duration = Duration::from_secs(10);

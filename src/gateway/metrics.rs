@@ -109,7 +109,7 @@ fn daemon_families(view: &LiveView) -> Vec<MetricFamily> {
         GAUGE,
         vec![gauge(if up { 1.0 } else { 0.0 }, &[])],
     )];
-    let (Some(hello), true) = (view.hello(), up) else {
+    let (Some(hello), true, true) = (view.hello(), up, view.counters_known()) else {
         return out;
     };
     let c = view.counters();
@@ -296,18 +296,18 @@ fn stats_families(s: &crate::wire::Snapshot) -> Vec<MetricFamily> {
     if !st.scores.is_empty() {
         let mut sets = Vec::new();
         let mut infos = Vec::new();
-        for h in &st.scores {
+        let active = st
+            .scores
+            .iter()
+            .rposition(|h| h.reference_set == s.reference_set);
+        for (i, h) in st.scores.iter().enumerate() {
             let t = format!("{}", h.threshold);
             let pairs = [
                 ("reference_set", h.reference_set.as_str()),
                 ("threshold", t.as_str()),
             ];
             sets.push(histogram(&h.histogram, &pairs));
-            let active = if h.reference_set == s.reference_set {
-                "1"
-            } else {
-                "0"
-            };
+            let active = if active == Some(i) { "1" } else { "0" };
             let mut info = pairs.to_vec();
             info.push(("active", active));
             infos.push(gauge(1.0, &info));

@@ -68,7 +68,7 @@ pub enum GatewayError {
     #[error("installing the signal handlers")]
     Signals(#[source] io::Error),
     #[error(transparent)]
-    State(#[from] delivery::StateFileError),
+    Mqtt(#[from] publisher::PublisherError),
 }
 
 /// The gateway: everything the event loop owns.
@@ -440,7 +440,8 @@ impl Gateway {
                 b"daemon unreachable\n",
                 req.head,
             )),
-            "/events" if !req.head => {
+            "/events" if req.head => ok("text/event-stream", b""),
+            "/events" => {
                 self.open_stream(token);
                 None
             }

@@ -26,6 +26,18 @@ const MAX_BUFFERED: usize = 1 << 20;
 /// The state file is written at most this often while the watermark moves.
 const SAVE_EVERY: Duration = Duration::from_millis(200);
 
+#[derive(Debug, thiserror::Error)]
+pub enum PublisherError {
+    #[error(transparent)]
+    State(#[from] StateFileError),
+    #[error("reading the MQTT password from {path}")]
+    Password {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 pub struct Publisher {
     cfg: MqttConfig,
     settings: MqttSettings,
@@ -60,7 +72,7 @@ impl Publisher {
         cfg: MqttConfig,
         link: Link,
         session_token: Token,
-    ) -> Result<Publisher, StateFileError> {
+    ) -> Result<Publisher, PublisherError> {
         let saved = delivery::load_state(&cfg.state_file)?;
         let (resume, watermark) = match &saved {
             Some(p) => {
@@ -70,16 +82,19 @@ impl Publisher {
             None => (Resume::everything(), 0),
         };
         let base = format!("{}/{}", cfg.topic_prefix, cfg.line);
-        let password = cfg
-            .password_file
-            .as_ref()
-            .and_then(|p| std::fs::read(p).ok())
-            .map(|mut b| {
+        let password = match &cfg.password_file {
+            Some(path) => {
+                let mut b = std::fs::read(path).map_err(|source| PublisherError::Password {
+                    path: path.clone(),
+                    source,
+                })?;
                 while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
                     b.pop();
                 }
-                b
-            });
+                Some(b)
+            }
+            None => None,
+        };
         let settings = MqttSettings {
             broker: cfg.broker.clone(),
             client_id: cfg.client_id.clone(),
@@ -409,6 +424,11 @@ impl Publisher {
         }
         if self.link.retry_at.is_some_and(|t| now >= t) {
             self.link.connect(registry);
+            // A link closed on purpose (full outbox) that cannot reconnect: the daemon is gone.
+            if self.link.conn.is_none() && self.daemon_up {
+                self.daemon_up = false;
+                self.publish_online(registry);
+            }
         }
         if let Some(e) = self.link.liveness(registry, now) {
             self.link_failed(registry, &e);

@@ -19,6 +19,8 @@ pub struct LiveView {
     hello: Option<wire::Hello>,
     snapshot: Option<wire::Snapshot>,
     counters: Counters,
+    /// A heartbeat or snapshot of this run arrived: `counters` are the daemon's, not zeros.
+    counters_known: bool,
     camera: Option<String>,
     reference_set: Option<String>,
     threshold: Option<f64>,
@@ -41,6 +43,7 @@ impl LiveView {
             hello: None,
             snapshot: None,
             counters: Counters::default(),
+            counters_known: false,
             camera: None,
             reference_set: None,
             threshold: None,
@@ -68,6 +71,12 @@ impl LiveView {
         &self.counters
     }
 
+    /// Whether the counters are the daemon's (a heartbeat or snapshot of this run arrived):
+    /// before that they are zeros, which Prometheus would take for a counter reset.
+    pub fn counters_known(&self) -> bool {
+        self.counters_known
+    }
+
     /// The daemon greeted the live link: a new run starts an empty chart.
     pub fn on_hello(&mut self, h: wire::Hello) {
         let new_run = self.hello.as_ref().is_none_or(|old| old.run_id != h.run_id);
@@ -78,6 +87,7 @@ impl LiveView {
             self.last_seq = 0;
             self.snapshot = None;
             self.counters = Counters::default();
+            self.counters_known = false;
             self.threshold = None;
             self.camera = None;
         }
@@ -137,10 +147,12 @@ impl LiveView {
 
     pub fn on_heartbeat(&mut self, h: &wire::Heartbeat) {
         self.counters = h.counters;
+        self.counters_known = true;
     }
 
     pub fn on_snapshot(&mut self, s: wire::Snapshot) {
         self.counters = s.counters;
+        self.counters_known = true;
         self.camera = Some(s.camera.clone());
         self.reference_set = Some(s.reference_set.clone());
         self.snapshot = Some(s);
