@@ -159,6 +159,11 @@ impl Publisher {
                             tracing::warn!(error = %chain(&e), "ignoring a line from the daemon")
                         }
                     }
+                    if self.link.paused() {
+                        // The outbox is full: the rest of what was read comes again after the
+                        // resubscribe (none of it was taken), so the outbox stays bounded.
+                        return self.pump(registry);
+                    }
                 }
                 if let Some(e) = self.link.closed() {
                     self.link_failed(registry, &e);
