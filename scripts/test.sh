@@ -23,5 +23,8 @@ python3 scripts/soak.py --frames 20000 --binary target/release/inspectord
 # The benchmark suite at smoke sizes (docs/BENCHMARKS.md), so it cannot rot: every row runs, and
 # the Python peers' verdicts must equal the daemon's. Its figures mean nothing on a busy CI machine.
 bash scripts/bench.sh --smoke
+# The gateway's benchmark at smoke size: the daemon with the gateway, a broker, a subscriber and
+# the page in chromium attached, every verdict delivered exactly once (docs/GATEWAY.md).
+bash scripts/bench_gateway.sh --smoke
 # Each fuzz target for a bounded time from the committed corpus (scripts/fuzz.sh; longer by hand).
 FUZZ_SECONDS=20 bash scripts/fuzz.sh

@@ -413,10 +413,19 @@ impl Connection {
             self.last_heard = Instant::now();
             self.pinged = false;
         }
-        while let Some(i) = self.rbuf.iter().position(|&b| b == b'\n') {
-            let raw: Vec<u8> = self.rbuf.drain(..=i).collect();
-            lines.push(String::from_utf8_lossy(&raw[..i]).trim().to_string());
+        // One pass over what was read, one move of the incomplete rest to the front (removing
+        // each line from the front instead costs time quadratic in a large read).
+        let mut start = 0;
+        while let Some(i) = self.rbuf[start..].iter().position(|&b| b == b'\n') {
+            let end = start + i;
+            lines.push(
+                String::from_utf8_lossy(&self.rbuf[start..end])
+                    .trim()
+                    .to_string(),
+            );
+            start = end + 1;
         }
+        self.rbuf.drain(..start);
         if self.rbuf.len() > MAX_LINE {
             return Err(LinkError::LineTooLong);
         }

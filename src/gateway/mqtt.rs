@@ -220,6 +220,8 @@ pub struct Session {
     ping_sent: Option<Instant>,
     /// A failure met outside `ready`/`tick` (in `publish`), reported by the next of them.
     failed: Option<MqttError>,
+    /// Publishes only queue (see [`Session::cork`]).
+    corked: bool,
 }
 
 impl Session {
@@ -263,6 +265,7 @@ impl Session {
             last_sent: now,
             ping_sent: None,
             failed: None,
+            corked: false,
         };
         session.queue(&connect.to_buffers());
         session.connect_next(registry)?;
@@ -466,10 +469,29 @@ impl Session {
             }
         };
         self.queue(&packet.to_buffers());
-        if let Err(e) = self.flush() {
+        if !self.corked
+            && let Err(e) = self.flush()
+        {
             self.failed = Some(e);
         }
         Ok(pid)
+    }
+
+    /// From now on publishes only queue, until [`Session::uncork`] writes them together: one
+    /// write for a burst instead of one per message.
+    pub fn cork(&mut self) {
+        self.corked = true;
+    }
+
+    /// Writes what was queued since [`Session::cork`] (a failure is reported like a publish's).
+    pub fn uncork(&mut self) {
+        self.corked = false;
+        if self.state == State::Connected
+            && self.failed.is_none()
+            && let Err(e) = self.flush()
+        {
+            self.failed = Some(e);
+        }
     }
 
     /// Keep-alive and connect timeout; call when [`Session::next_deadline`] has passed. Sends

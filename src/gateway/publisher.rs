@@ -25,6 +25,9 @@ use crate::error::chain;
 const MAX_BUFFERED: usize = 1 << 20;
 /// The state file is written at most this often while the watermark moves.
 const SAVE_EVERY: Duration = Duration::from_millis(200);
+/// The daemon is told the watermark at most this often: one `ack` per PUBACK would be a command
+/// per verdict, far above the daemon's per-client command rate limit (200/s by default).
+const ACK_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublisherError {
@@ -56,8 +59,10 @@ pub struct Publisher {
     /// `online` was published `true` by this process: before that the retained value is
     /// already `false` (a clean stop's, or the Will of one that died) or absent.
     told_online_once: bool,
-    /// The last seq acknowledged to the daemon.
+    /// The last seq acknowledged to the daemon, and when the next `ack` may go.
     told_seq: u64,
+    next_ack: Instant,
+    ack_due: bool,
     save_at: Option<Instant>,
     saved: Option<Persisted>,
     pub stats: MqttStats,
@@ -117,6 +122,8 @@ impl Publisher {
             topic_heartbeat: format!("{base}/heartbeat"),
             topic_online: format!("{base}/online"),
             told_seq: watermark,
+            next_ack: Instant::now(),
+            ack_due: false,
             saved,
             cfg,
             settings,
@@ -350,6 +357,18 @@ impl Publisher {
 
     /// Publishes what the outbox has ready, and tells the daemon what the broker has.
     pub fn pump(&mut self, registry: &Registry) {
+        if let Some(s) = self.session.as_mut() {
+            s.cork();
+        }
+        self.publish_ready();
+        if let Some(s) = self.session.as_mut() {
+            s.uncork();
+        }
+        self.ack_daemon(registry);
+    }
+
+    /// Publishes what the outbox has ready (queued: `pump` writes them together).
+    fn publish_ready(&mut self) {
         while self.connected() {
             let next: Vec<(usize, Topic, Vec<u8>)> = self
                 .outbox
@@ -369,7 +388,7 @@ impl Publisher {
                     return;
                 };
                 if s.buffered() > MAX_BUFFERED {
-                    return self.ack_daemon(registry);
+                    return;
                 }
                 match s.publish(name, &payload, true, false) {
                     Ok(Some(pid)) => self.outbox.sent(i, pid),
@@ -381,15 +400,18 @@ impl Publisher {
                 }
             }
         }
-        self.ack_daemon(registry);
     }
 
     fn ack_daemon(&mut self, registry: &Registry) {
         let watermark = self.outbox.watermark();
-        if watermark > self.told_seq && self.link.greeted() {
+        self.ack_due = watermark > self.told_seq && self.link.greeted();
+        let now = Instant::now();
+        if self.ack_due && now >= self.next_ack {
             self.link
                 .send(registry, &daemon_link::ack_command(watermark));
             self.told_seq = watermark;
+            self.next_ack = now + ACK_EVERY;
+            self.ack_due = false;
         }
         if self.link.paused() && self.outbox.has_room() {
             tracing::info!(
@@ -441,6 +463,9 @@ impl Publisher {
         if self.save_at.is_some_and(|t| now >= t) {
             self.save(false);
         }
+        if self.ack_due && now >= self.next_ack {
+            self.ack_daemon(registry);
+        }
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -449,6 +474,7 @@ impl Publisher {
             self.session.as_ref().and_then(Session::next_deadline),
             self.link.deadline(),
             self.save_at,
+            self.ack_due.then_some(self.next_ack),
         ]
         .into_iter()
         .flatten()
