@@ -395,7 +395,11 @@ fn a_broker_away_longer_than_the_retention_costs_only_counted_verdicts() {
     // away for 2 s (30 frames) loses some, and only those are lost.
     let mut l = Line::new("line-e", 45, 15, 15.0);
     let toml = std::fs::read_to_string(&l.daemon_config).unwrap();
-    std::fs::write(&l.daemon_config, toml.replace("[output]\n", "[output]\nretain = 10\n")).unwrap();
+    std::fs::write(
+        &l.daemon_config,
+        toml.replace("[output]\n", "[output]\nretain = 10\n"),
+    )
+    .unwrap();
     let mut g = GatewayConfig::new(&l.tmp.path().join("v.sock"));
     let mut m = MqttSection::new(&l.broker.addr(), &l.line, &l.state_file);
     m.limits = Some((2, 6));
@@ -405,7 +409,9 @@ fn a_broker_away_longer_than_the_retention_costs_only_counted_verdicts() {
     let gw = l.start_gateway();
     let run_id = gateway::wait_daemon_run_id(&daemon, WAIT);
     let topic = l.topic("verdict");
-    l.sub.wait_for("the first 3 verdicts", WAIT, |m| by_seq(m, &topic).len() >= 3);
+    l.sub.wait_for("the first 3 verdicts", WAIT, |m| {
+        by_seq(m, &topic).len() >= 3
+    });
     l.broker.stop();
     std::thread::sleep(Duration::from_secs(2));
     assert!(
@@ -422,7 +428,8 @@ fn a_broker_away_longer_than_the_retention_costs_only_counted_verdicts() {
     // The gap: published on the status topic, with the line and run.
     let status = l.topic("status");
     let msgs = l.sub.wait_for("a gap on the status topic", WAIT, |m| {
-        m.iter().any(|m| m.topic == status && m.payload.contains("\"type\":\"gap\""))
+        m.iter()
+            .any(|m| m.topic == status && m.payload.contains("\"type\":\"gap\""))
     });
     let gaps: Vec<Value> = msgs
         .iter()
@@ -436,7 +443,10 @@ fn a_broker_away_longer_than_the_retention_costs_only_counted_verdicts() {
         gaps[0]["to_seq"].as_u64().unwrap(),
         gaps[0]["count"].as_u64().unwrap(),
     );
-    assert_eq!((gaps[0]["line"].as_str(), gaps[0]["run_id"].as_str()), (Some("line-e"), Some(run_id.as_str())));
+    assert_eq!(
+        (gaps[0]["line"].as_str(), gaps[0]["run_id"].as_str()),
+        (Some("line-e"), Some(run_id.as_str()))
+    );
     assert_eq!(count, to - from + 1);
     assert!(count > 0 && to < n, "gap {from}..={to} of {n}");
 
@@ -454,7 +464,10 @@ fn a_broker_away_longer_than_the_retention_costs_only_counted_verdicts() {
                 let want = expected_payload(daemon_line, &l.line, &run_id);
                 assert!(copies.iter().all(|c| c == &want), "seq {seq}");
             }
-            None => assert!(in_gap, "seq {seq} outside the gap {from}..={to} never arrived"),
+            None => assert!(
+                in_gap,
+                "seq {seq} outside the gap {from}..={to} never arrived"
+            ),
         }
     }
 
@@ -466,7 +479,8 @@ fn a_broker_away_longer_than_the_retention_costs_only_counted_verdicts() {
         .and_then(|v| v.trim().parse::<f64>().ok());
     assert_eq!(lost, Some(count as f64), "{metrics}");
     assert!(
-        common::wait_until(Duration::from_secs(10), || l.state() == Some((run_id.clone(), n))),
+        common::wait_until(Duration::from_secs(10), || l.state()
+            == Some((run_id.clone(), n))),
         "state file {:?}, want ({run_id}, {n})",
         l.state()
     );
