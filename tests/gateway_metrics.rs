@@ -211,6 +211,17 @@ fn metrics_are_the_daemons_counters_and_prometheus_scrapes_them() {
         Some((seen.pass + seen.fail) as f64),
         "{text}"
     );
+    // Latency: every verdict; a worker's time: every frame a worker saw (all but skipped).
+    assert_eq!(
+        get(&samples, "inspectord_latency_seconds_count", &[]),
+        Some(seen.frames as f64),
+        "{text}"
+    );
+    assert_eq!(
+        get(&samples, "inspectord_inference_duration_seconds_count", &[]),
+        Some((seen.frames - seen.skipped) as f64),
+        "{text}"
+    );
     let labelled = |name: &str, want: &str| {
         prom::find(&samples, name, &[])
             .iter()
