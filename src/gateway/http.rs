@@ -134,6 +134,8 @@ pub struct Conn {
     pub streaming: bool,
     /// The response is queued: close once it is written.
     pub closing: bool,
+    /// Bytes a page stream may have queued beyond [`MAX_STREAM_QUEUE`] (its first event).
+    pub allowance: usize,
     pub opened: Instant,
 }
 
@@ -156,6 +158,7 @@ impl Conn {
             wbuf: Vec::new(),
             streaming: false,
             closing: false,
+            allowance: 0,
             opened: Instant::now(),
         }
     }

@@ -90,6 +90,9 @@ pub struct Gateway {
     next_state: Instant,
     /// Reachability as last sent to the page streams.
     told_up: Option<bool>,
+    /// Between the live link's `subscribe` and `subscribed`: verdicts already in the socket
+    /// are ignored (the cut repeats them, and the re-seed must not be skipped as old).
+    live_cut: bool,
     gallery: Vec<GalleryItem>,
     next_gallery: Instant,
     stats: GatewayStats,
@@ -174,6 +177,7 @@ impl Gateway {
             next_tick: now + STREAM_TICK,
             next_state: now + STATE_EVERY,
             told_up: None,
+            live_cut: false,
             gallery: Vec::new(),
             next_gallery: now,
             stats: GatewayStats::default(),
@@ -317,6 +321,7 @@ impl Gateway {
                 let from_seq = h.seq.saturating_sub(self.cfg.chart_points as u64);
                 tracing::info!(run_id = h.run_id, seq = h.seq, from_seq, "daemon link up");
                 self.view.on_hello(h);
+                self.live_cut = true;
                 self.live.greeted_now();
                 self.live
                     .send(registry, &daemon_link::subscribe_command(from_seq));
@@ -324,6 +329,8 @@ impl Gateway {
                 self.next_status = Instant::now() + self.cfg.status_poll;
                 self.stats.daemon_reconnects = self.live.reconnects;
             }
+            Inbound::Subscribed { .. } => self.live_cut = false,
+            Inbound::Verdict(_) if self.live_cut => {}
             Inbound::Verdict(v) => {
                 self.view.on_verdict(&v);
                 if self.view.new_failure {
@@ -450,6 +457,15 @@ impl Gateway {
                 req.head,
             )),
             "/events" if req.head => ok("text/event-stream", b""),
+            "/events" if self.streams() >= self.max_streams() => {
+                tracing::warn!(max = self.max_streams(), "refusing a page stream: too many");
+                Some(http::response(
+                    503,
+                    "text/plain",
+                    b"too many page streams\n",
+                    false,
+                ))
+            }
             "/events" => {
                 self.open_stream(token);
                 None
@@ -467,6 +483,15 @@ impl Gateway {
         }
     }
 
+    fn streams(&self) -> usize {
+        self.conns.values().filter(|c| c.streaming).count()
+    }
+
+    /// Page streams stay open: a few connections are kept for scrapes and health checks.
+    fn max_streams(&self) -> usize {
+        self.cfg.max_clients.saturating_sub(4).max(1)
+    }
+
     /// A page stream: the head, then everything the page draws, then events.
     fn open_stream(&mut self, token: Token) {
         let state = self.state();
@@ -479,6 +504,8 @@ impl Gateway {
             conn.streaming = true;
             conn.queue(&http::stream_head());
             conn.queue(&http::event("hello", &hello));
+            // The first event may be large (the whole chart): the cap counts what follows it.
+            conn.allowance = conn.queued();
         }
     }
 
@@ -495,7 +522,7 @@ impl Gateway {
         let mut dead = Vec::new();
         for (token, conn) in self.conns.iter_mut().filter(|(_, c)| c.streaming) {
             conn.queue(bytes);
-            if conn.queued() > http::MAX_STREAM_QUEUE {
+            if conn.queued() > http::MAX_STREAM_QUEUE + conn.allowance {
                 tracing::warn!(peer = %conn.peer, queued = conn.queued(), "page stream not reading; closing it");
                 self.stats.sse_evicted += 1;
                 dead.push(*token);
@@ -513,7 +540,9 @@ impl Gateway {
         let idle: Vec<Token> = self
             .conns
             .iter()
-            .filter(|(_, c)| !c.streaming && now.duration_since(c.opened) > http::IDLE)
+            .filter(|(_, c)| {
+                !c.streaming && !c.closing && now.duration_since(c.opened) > http::IDLE
+            })
             .map(|(t, _)| *t)
             .collect();
         for token in idle {

@@ -218,6 +218,8 @@ pub struct Session {
     last_sent: Instant,
     /// When a PINGREQ was queued that nothing has answered yet.
     ping_sent: Option<Instant>,
+    /// When a packet last came from the broker.
+    last_received: Instant,
     /// A failure met outside `ready`/`tick` (in `publish`), reported by the next of them.
     failed: Option<MqttError>,
     /// Publishes only queue (see [`Session::cork`]).
@@ -264,6 +266,7 @@ impl Session {
             connect_deadline: now + settings.connect_timeout,
             last_sent: now,
             ping_sent: None,
+            last_received: now,
             failed: None,
             corked: false,
         };
@@ -388,6 +391,7 @@ impl Session {
     fn handle(&mut self, raw: &RawPacket, events: &mut Vec<MqttEvent>) -> Result<(), MqttError> {
         // Any packet from the broker answers a pending PINGREQ: the broker is alive.
         self.ping_sent = None;
+        self.last_received = Instant::now();
         match (raw.packet_type(), self.state) {
             (2, State::AwaitConnack) => {
                 let connack = raw
@@ -527,12 +531,24 @@ impl Session {
                 Err(MqttError::KeepAliveTimeout)
             }
             Some(_) => Ok(()),
-            None if now >= self.last_sent + self.keep_alive => {
+            None if now >= self.ping_due() => {
                 self.queue(&v3_1_1::Pingreq::new().to_buffers());
                 self.ping_sent = Some(now);
                 self.flush()
             }
             None => Ok(()),
+        }
+    }
+
+    /// When a PINGREQ is due: nothing sent for a keep-alive period (the protocol's rule), or,
+    /// while publishes await their PUBACK, nothing received for one. Writes that only fill the
+    /// kernel's send buffer do not prove a half-open connection alive.
+    fn ping_due(&self) -> Instant {
+        let quiet = self.last_sent + self.keep_alive;
+        if self.pids.count > 0 {
+            quiet.min(self.last_received + self.keep_alive)
+        } else {
+            quiet
         }
     }
 
@@ -547,7 +563,7 @@ impl Session {
             State::Connected if self.keep_alive.is_zero() => None,
             State::Connected => Some(match self.ping_sent {
                 Some(at) => at + self.keep_alive.mul_f64(1.5),
-                None => self.last_sent + self.keep_alive,
+                None => self.ping_due(),
             }),
         }
     }

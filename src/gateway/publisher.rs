@@ -52,13 +52,15 @@ pub struct Publisher {
     backoff: Backoff,
     connected_once: bool,
     outbox: Outbox,
-    /// The daemon is reachable on the delivery link (greeted, not failed since).
-    daemon_up: bool,
+    /// The daemon is reachable on the delivery link (greeted, not failed since); `None` until
+    /// the first hello or failure, so a start does not publish `false` for a daemon about to
+    /// answer.
+    daemon_up: Option<bool>,
     /// What `online` was last published as on this broker connection.
     online_told: Option<bool>,
-    /// `online` was published `true` by this process: before that the retained value is
-    /// already `false` (a clean stop's, or the Will of one that died) or absent.
-    told_online_once: bool,
+    /// The highest seq the daemon announced in the current run (hello, heartbeat): what a new
+    /// run's hello says was lost when the delivery had not taken that far.
+    announced: u64,
     /// The last seq acknowledged to the daemon, and when the next `ack` may go.
     told_seq: u64,
     next_ack: Instant,
@@ -133,9 +135,9 @@ impl Publisher {
             session_token,
             retry_at: Some(Instant::now()),
             connected_once: false,
-            daemon_up: false,
+            daemon_up: None,
             online_told: None,
-            told_online_once: false,
+            announced: 0,
             save_at: None,
             stats: MqttStats::default(),
         })
@@ -183,8 +185,13 @@ impl Publisher {
 
     fn link_failed(&mut self, registry: &Registry, e: &LinkError) {
         self.link.failed(registry, e);
-        if self.daemon_up {
-            self.daemon_up = false;
+        self.daemon_gone(registry);
+    }
+
+    /// The daemon is unreachable: `online` false (also when it was never reached).
+    fn daemon_gone(&mut self, registry: &Registry) {
+        if self.daemon_up != Some(false) {
+            self.daemon_up = Some(false);
             self.publish_online(registry);
         }
     }
@@ -192,21 +199,33 @@ impl Publisher {
     fn on_daemon(&mut self, registry: &Registry, msg: Inbound, line: &str) {
         match msg {
             Inbound::Hello(h) => {
+                let taken = self.resume.last_seq();
                 let start = self.resume.hello(&h.run_id, h.seq);
                 if start == Start::NewRun {
+                    let unseen = self.announced.saturating_sub(taken);
+                    if unseen > 0 {
+                        tracing::warn!(
+                            count = unseen,
+                            "the daemon restarted before its last verdicts were taken: lost for MQTT"
+                        );
+                        self.stats.lost += unseen;
+                    }
                     tracing::info!(
                         run_id = h.run_id,
                         "a new daemon run: delivering from its first seq"
                     );
                     self.outbox.new_run();
-                    self.told_seq = 0;
+                    self.announced = 0;
                 }
+                self.announced = self.announced.max(h.seq);
+                // A new connection has been told nothing yet.
+                self.told_seq = 0;
                 let from_seq = Resume::from_seq(start);
                 self.link.greeted_now();
                 self.link
                     .send(registry, &daemon_link::subscribe_command(from_seq));
                 tracing::info!(run_id = h.run_id, from_seq, "delivery subscribed");
-                self.daemon_up = true;
+                self.daemon_up = Some(true);
                 self.publish_online(registry);
             }
             Inbound::Subscribed { .. } => self.resume.subscribed(),
@@ -243,7 +262,10 @@ impl Publisher {
                 let payload = delivery::splice(line, &self.cfg.line, self.run_id());
                 self.outbox.push(None, Topic::Status, payload);
             }
-            Inbound::Heartbeat(_) => self.publish_heartbeat(line),
+            Inbound::Heartbeat(h) => {
+                self.announced = self.announced.max(h.seq);
+                self.publish_heartbeat(line);
+            }
             _ => {}
         }
     }
@@ -313,14 +335,12 @@ impl Publisher {
     }
 
     fn publish_online(&mut self, _registry: &Registry) {
-        let online = self.daemon_up;
-        if !self.connected()
-            || self.online_told == Some(online)
-            || !(online || self.told_online_once)
-        {
+        let Some(online) = self.daemon_up else {
+            return;
+        };
+        if !self.connected() || self.online_told == Some(online) {
             return;
         }
-        self.told_online_once |= online;
         let payload: &[u8] = if online { b"true" } else { b"false" };
         let topic = self.topic_online.clone();
         if let Some(s) = self.session.as_mut() {
@@ -452,9 +472,8 @@ impl Publisher {
         if self.link.retry_at.is_some_and(|t| now >= t) {
             self.link.connect(registry);
             // A link closed on purpose (full outbox) that cannot reconnect: the daemon is gone.
-            if self.link.conn.is_none() && self.daemon_up {
-                self.daemon_up = false;
-                self.publish_online(registry);
+            if self.link.conn.is_none() {
+                self.daemon_gone(registry);
             }
         }
         if let Some(e) = self.link.liveness(registry, now) {
@@ -483,7 +502,7 @@ impl Publisher {
 
     /// A clean stop: `online` false, the broker connection closed (no Will), the state synced.
     pub fn stop(&mut self, registry: &Registry) {
-        self.daemon_up = false;
+        self.daemon_up = Some(false);
         self.publish_online(registry);
         if let Some(mut s) = self.session.take() {
             s.disconnect(registry);
