@@ -2,6 +2,9 @@
 //!
 //! Raised once (by a signal handler thread or a test); every holder sees it. Sleeping on it
 //! returns early when it is raised, so paced sources stop promptly.
+//!
+//! The single-threaded clients of the socket (the Modbus bridge, the gateway) stop instead on
+//! [`SignalPipe`]: SIGINT and SIGTERM as a readable end registered in their `mio` loop.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +61,31 @@ impl StopSignal {
     /// A receiver that disconnects when the signal is raised, for `select!`.
     pub fn receiver(&self) -> &Receiver<()> {
         &self.receiver
+    }
+}
+
+/// SIGINT and SIGTERM as readiness in a `mio` loop: the handlers write to a socket pair whose
+/// reading end is registered under the caller's token.
+pub struct SignalPipe {
+    reader: mio::net::UnixStream,
+}
+
+impl SignalPipe {
+    pub fn register(registry: &mio::Registry, token: mio::Token) -> std::io::Result<SignalPipe> {
+        let (reader, writer) = std::os::unix::net::UnixStream::pair()?;
+        reader.set_nonblocking(true)?;
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::low_level::pipe::register(sig, writer.try_clone()?)?;
+        }
+        let mut reader = mio::net::UnixStream::from_std(reader);
+        registry.register(&mut reader, token, mio::Interest::READABLE)?;
+        Ok(SignalPipe { reader })
+    }
+
+    /// Reads what the handlers wrote (the event is the news: stop).
+    pub fn drain(&mut self) {
+        let mut buf = [0u8; 64];
+        while matches!(std::io::Read::read(&mut self.reader, &mut buf), Ok(n) if n > 0) {}
     }
 }
 

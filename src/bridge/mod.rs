@@ -13,10 +13,9 @@ pub mod registers;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use rmodbus::consts::ModbusFunction;
 use rmodbus::server::{ModbusFrame, Read as MbRead, Write as MbWrite};
@@ -26,6 +25,7 @@ use crate::backoff::Backoff;
 use crate::config::BridgeConfig;
 use crate::daemon_link::{self as link, Connection, Inbound, Resume};
 use crate::error::chain;
+use crate::stop::SignalPipe;
 use crate::wire::WireEvent;
 use handshake::{Action, Handshake};
 use registers::{coil, status};
@@ -86,7 +86,7 @@ pub struct Bridge {
     /// What the daemon was last told of the PLC link (`report`): lost or not.
     told_lost: bool,
     next_heartbeat: Instant,
-    signals: UnixStream,
+    signals: SignalPipe,
     stop: bool,
 }
 
@@ -117,16 +117,8 @@ impl Bridge {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(BridgeError::Poll)?;
-        let (reader, writer) = StdUnixStream::pair().map_err(BridgeError::Signals)?;
-        reader.set_nonblocking(true).map_err(BridgeError::Signals)?;
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            let w = writer.try_clone().map_err(BridgeError::Signals)?;
-            signal_hook::low_level::pipe::register(sig, w).map_err(BridgeError::Signals)?;
-        }
-        let mut signals = UnixStream::from_std(reader);
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)
-            .map_err(BridgeError::Poll)?;
+        let signals =
+            SignalPipe::register(poll.registry(), SIGNALS).map_err(BridgeError::Signals)?;
         tracing::info!(
             listen = %local,
             socket = %cfg.socket.display(),
@@ -182,8 +174,7 @@ impl Bridge {
     }
 
     fn signalled(&mut self) {
-        let mut buf = [0u8; 64];
-        while matches!(self.signals.read(&mut buf), Ok(n) if n > 0) {}
+        self.signals.drain();
         self.stop = true;
     }
 

@@ -17,18 +17,18 @@ pub mod publisher;
 pub mod view;
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
-use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, UnixStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use prometheus::process_collector::ProcessCollector;
 
 use crate::config::GatewayConfig;
 use crate::daemon_link::{self, Inbound};
 use crate::error::chain;
+use crate::stop::SignalPipe;
 use crate::wire::page::{self, GalleryItem};
 use http::{Conn, Input};
 use links::Link;
@@ -97,7 +97,7 @@ pub struct Gateway {
     next_gallery: Instant,
     stats: GatewayStats,
     process: ProcessCollector,
-    signals: UnixStream,
+    signals: SignalPipe,
     stop: bool,
 }
 
@@ -108,22 +108,6 @@ pub fn run(cfg: GatewayConfig) -> Result<(), GatewayError> {
         n.ready("serving HTTP");
     }
     gateway.serve()
-}
-
-fn signal_pipe(poll: &Poll) -> Result<UnixStream, GatewayError> {
-    let (reader, writer) = StdUnixStream::pair().map_err(GatewayError::Signals)?;
-    reader
-        .set_nonblocking(true)
-        .map_err(GatewayError::Signals)?;
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let w = writer.try_clone().map_err(GatewayError::Signals)?;
-        signal_hook::low_level::pipe::register(sig, w).map_err(GatewayError::Signals)?;
-    }
-    let mut signals = UnixStream::from_std(reader);
-    poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)
-        .map_err(GatewayError::Poll)?;
-    Ok(signals)
 }
 
 impl Gateway {
@@ -141,7 +125,8 @@ impl Gateway {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(GatewayError::Poll)?;
-        let signals = signal_pipe(&poll)?;
+        let signals =
+            SignalPipe::register(poll.registry(), SIGNALS).map_err(GatewayError::Signals)?;
         let link = |name, token| {
             Link::new(
                 name,
@@ -231,8 +216,7 @@ impl Gateway {
     }
 
     fn signalled(&mut self) {
-        let mut buf = [0u8; 64];
-        while matches!(self.signals.read(&mut buf), Ok(n) if n > 0) {}
+        self.signals.drain();
         self.stop = true;
     }
 
