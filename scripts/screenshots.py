@@ -61,7 +61,7 @@ class WebDriver:
 
     def session(self, width, height, profile):
         caps = {"capabilities": {"alwaysMatch": {"goog:chromeOptions": {"args": [
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--remote-debugging-pipe", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
             "--no-first-run", "--disable-background-networking", "--disable-sync",
             "--disable-component-update", "--hide-scrollbars", f"--user-data-dir={profile}",
             f"--window-size={width},{height}"]}}}}

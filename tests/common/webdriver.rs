@@ -93,6 +93,9 @@ impl ChromeDriver {
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
                 "args": [
+                    // DevTools over a pipe, not a localhost TCP port: in a minimal Debian
+                    // chroot chromedriver 150 cannot reach the renderer through "localhost".
+                    "--remote-debugging-pipe",
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
